@@ -1,0 +1,68 @@
+"""BatchTopK SAE (Bussmann, Leask & Nanda 2024): keep the k·B largest activations of the whole
+training batch, so that the number of codes per sample varies while averaging k.
+
+At inference a sample must be encoded on its own, so eval mode replaces the batch selection by a
+threshold: latents fire where their activation exceeds θ. θ is a running estimate (an EMA over
+training batches) of the smallest activation the batch selection kept.
+
+Adaptive sparsity (`set_inference_k`): we keep the running estimate not for one k but for every
+j = 1..max_k (max_k = max_k_factor·k): thresholds[j-1] estimates the (j·B)-th largest activation
+of a training batch, i.e. the threshold that lets through j codes per sample on average. Eval
+mode with inference k uses thresholds[k-1]; at the trained k this is the usual BatchTopK
+threshold, and for other k it is the threshold the same rule would have learned for that k.
+"""
+import torch
+
+from benchmark.registry import VARIANTS
+
+from baselines.topk import TopKSAE, keep_topk
+
+
+def keep_batch_topk(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """ReLU of the k·B largest entries of the whole (B, n) batch, zeros elsewhere."""
+    flat = pre.flatten()
+    values, indices = flat.topk(k * pre.shape[0])
+    return torch.zeros_like(flat).scatter(0, indices, values.relu()).view_as(pre)
+
+
+@VARIANTS.register("batchtopk")
+class BatchTopKSAE(TopKSAE):
+    def __init__(self, input_shape, n_latents, k: int = 32, aux_k: int = 256,
+                 aux_coeff: float = 1 / 32, dead_steps: int = 200, threshold_decay: float = 0.95,
+                 max_k_factor: int = 4):
+        super().__init__(input_shape, n_latents, k=k, aux_k=aux_k, aux_coeff=aux_coeff,
+                         dead_steps=dead_steps)
+        self.threshold_decay = threshold_decay
+        # thresholds[j-1]: EMA of the (j·B)-th largest activation of a training batch.
+        self.register_buffer("thresholds", torch.zeros(min(max_k_factor * k, n_latents)))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def max_k(self) -> int:
+        return self.thresholds.numel()
+
+    def set_inference_k(self, k: int) -> None:
+        if not 1 <= k <= self.max_k:
+            raise ValueError(f"batchtopk calibrated thresholds for k in 1..{self.max_k}, got {k}")
+        self.k = int(k)
+
+    @torch.no_grad()
+    def update_thresholds(self, activations: torch.Tensor) -> None:
+        batch = activations.shape[0]
+        ranked = activations.flatten().topk(self.max_k * batch).values
+        observed = ranked[batch - 1 :: batch]  # the (j·B)-th largest, j = 1..max_k
+        if bool(self.calibrated):
+            self.thresholds.lerp_(observed, 1 - self.threshold_decay)
+        else:  # the first batch seeds the estimate instead of averaging with zeros
+            self.thresholds.copy_(observed)
+            self.calibrated.fill_(True)
+
+    def select(self, pre: torch.Tensor) -> torch.Tensor:
+        activations = pre.relu()
+        if self.training:
+            self.update_thresholds(activations)
+            return keep_batch_topk(activations, self.k)
+        if not bool(self.calibrated):  # never trained: a batch of one, i.e. per-sample TopK
+            return keep_topk(pre, self.k)
+        threshold = self.thresholds[self.k - 1]
+        return torch.where(activations > threshold, activations, torch.zeros_like(activations))

@@ -1,0 +1,89 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead").
+
+codes = pre · H(pre - θ), with a learned per-latent threshold θ = exp(log_threshold), and the
+loss ||x - x̂||² + λ·L0, L0 = Σ H(pre - θ). H has zero derivative almost everywhere, so both
+the jump and the L0 term reach θ through a straight-through estimator: the pseudo-derivative
+of H(z - θ) with respect to θ is -(1/ε)·K((z - θ)/ε), K the rectangle kernel 1[|u| < 1/2] of
+bandwidth ε. As in the paper, pre-activations get the ordinary gradient through the jump
+(H treated as a constant) and none from the L0 term.
+"""
+import torch
+
+from benchmark.registry import VARIANTS
+
+from baselines._linear import LinearSAE, squared_error
+
+
+def rectangle(u: torch.Tensor) -> torch.Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class JumpReLU(torch.autograd.Function):
+    """pre · H(pre - θ); d/dθ = -(θ/ε)·K((pre - θ)/ε) per element, summed over the batch."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        window = rectangle((pre - threshold) / ctx.bandwidth)
+        grad_threshold = (-(threshold / ctx.bandwidth) * window * grad).sum(0)
+        return grad * (pre > threshold), grad_threshold, None
+
+
+class Step(torch.autograd.Function):
+    """H(pre - θ); d/dθ = -(1/ε)·K((pre - θ)/ε), and no gradient to pre."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        window = rectangle((pre - threshold) / ctx.bandwidth)
+        return torch.zeros_like(pre), (-(1 / ctx.bandwidth) * window * grad).sum(0), None
+
+
+@VARIANTS.register("jumprelu")
+class JumpReLUSAE(LinearSAE):
+    def __init__(self, input_shape, n_latents, l0_coeff: float = 0.1, bandwidth: float = 0.05,
+                 threshold_init: float = 0.05):
+        super().__init__(input_shape, n_latents)
+        self.l0_coeff = l0_coeff
+        self.bandwidth = bandwidth
+        self.log_threshold = torch.nn.Parameter(torch.full((n_latents,), float(threshold_init)).log())
+        self._last_pre = None  # (x, pre) of the last training encode, reused by the L0 term
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.log_threshold.exp()
+
+    def activations(self, x):
+        # The paper applies a ReLU before the jump: with θ > 0 it changes no code, but it keeps
+        # negative pre-activations out of the threshold's estimator window.
+        return self.pre_activation(x).relu()
+
+    def encode(self, x):
+        pre = self.activations(x)
+        if self.training:
+            self._last_pre = (x, pre)
+        return JumpReLU.apply(pre, self.threshold, self.bandwidth)
+
+    def l0(self, x) -> torch.Tensor:
+        """Mean count of active latents per sample, with the STE gradient to θ."""
+        cached_x, pre = self._last_pre if self._last_pre is not None else (None, None)
+        if cached_x is not x:  # loss called on a batch encode did not just see
+            pre = self.activations(x)
+        return Step.apply(pre, self.threshold, self.bandwidth).sum(1).mean()
+
+    def loss(self, x, x_hat, codes):
+        mse = squared_error(x, x_hat)
+        l0 = self.l0(x)
+        return mse + self.l0_coeff * l0, {"mse": mse.detach(), "l0": l0.detach()}

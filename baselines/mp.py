@@ -1,0 +1,75 @@
+"""MP-SAE (Costa, Fel et al. 2025): the encoder is k unrolled steps of matching pursuit over
+the decoder's own unit-norm atoms; training is end to end through the unrolled steps.
+
+One step: select the atom with the largest inner product with the residual r, add its
+coefficient c = <r, d> to the code, and subtract c·d from r. With unit-norm atoms
+||r - c·d||² = ||r||² - c², so reconstruction never gets worse as steps are added, and
+`set_inference_k` changes the number of steps at inference.
+
+Selection rule: the largest *signed* inner product (as the SPEC states), with the coefficient
+clipped at zero. Codes are then non-negative like every other SAE's here, and an atom stands
+for one direction, not ±. The clip only matters when every inner product is ≤ 0, where the step
+then adds nothing (the residual is unchanged, so it still never grows).
+
+Cost: the residual itself is never formed. The correlations c = r·Dᵀ start at (x - b)·Dᵀ and are
+updated through the Gram matrix G = D·Dᵀ, c ← c - coef·G[selected] (as in batch OMP), which is
+exactly the plain loop's r·Dᵀ up to float rounding, at B·K per step instead of B·K·input_dim.
+"""
+import torch
+from torch import nn
+
+from benchmark.registry import VARIANTS
+from benchmark.variant import SAE
+
+from baselines._linear import squared_error
+
+
+@VARIANTS.register("mp")
+class MatchingPursuitSAE(SAE):
+    unit_norm_atoms = True
+
+    def __init__(self, input_shape, n_latents, k: int = 32):
+        super().__init__(input_shape, n_latents)
+        self.k = int(k)
+        atoms = torch.randn(n_latents, self.input_dim)
+        self.W_dec = nn.Parameter(atoms / atoms.norm(dim=1, keepdim=True))
+        self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
+
+    def set_inference_k(self, k: int) -> None:
+        self.k = int(k)
+
+    def dictionary(self) -> torch.Tensor:
+        """Unit-norm atoms, normalised in the forward pass too: MP's guarantee needs them exact
+        between the optimiser step and `after_step`, and gradients then see the constraint."""
+        return nn.functional.normalize(self.W_dec, dim=1)
+
+    def encode(self, x):
+        atoms = self.dictionary()
+        correlations = (x.flatten(1) - self.b_dec) @ atoms.t()  # (B, K): <r_0, d_j>
+        gram = atoms @ atoms.t()
+        codes = torch.zeros_like(correlations)
+        for _ in range(self.k):
+            selected = correlations.argmax(1, keepdim=True)
+            coef = correlations.gather(1, selected).relu()
+            codes = codes.scatter_add(1, selected, coef)  # an atom picked twice accumulates
+            correlations = correlations - coef * gram[selected.squeeze(1)]
+        return codes
+
+    def decode(self, codes):
+        return (codes @ self.dictionary() + self.b_dec).view(-1, *self.input_shape)
+
+    def loss(self, x, x_hat, codes):
+        mse = squared_error(x, x_hat)
+        return mse, {"mse": mse.detach()}
+
+    @torch.no_grad()
+    def init_from_data(self, x):
+        self.b_dec.copy_(x.flatten(1).mean(0))
+
+    @torch.no_grad()
+    def after_step(self):
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def atoms(self):
+        return self.dictionary().reshape(self.n_latents, *self.input_shape).clone()

@@ -1,0 +1,22 @@
+"""ReLU SAE with an L1 penalty weighted by decoder norms (free-norm atoms), as in
+Anthropic's "Towards Monosemanticity" April-2024 update."""
+from benchmark.registry import VARIANTS
+
+from baselines._linear import LinearSAE, squared_error
+
+
+@VARIANTS.register("relu")
+class ReluSAE(LinearSAE):
+    unit_norm_atoms = False  # the norm-weighted penalty removes the need to fix atom norms
+
+    def __init__(self, input_shape, n_latents, l1_coeff: float = 0.3):
+        super().__init__(input_shape, n_latents)
+        self.l1_coeff = l1_coeff
+
+    def encode(self, x):
+        return self.pre_activation(x).relu()
+
+    def loss(self, x, x_hat, codes):
+        mse = squared_error(x, x_hat)
+        l1 = (codes * self.W_dec.norm(dim=1)).sum(1).mean()
+        return mse + self.l1_coeff * l1, {"mse": mse.detach(), "l1": l1.detach()}

@@ -1,0 +1,130 @@
+"""Command line: `python -m benchmark {run,list,leaderboard,...} --help`."""
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.config import load_preset, preset_names
+from benchmark.errors import UserError
+from benchmark.registry import DATASETS, TASKS, VARIANTS
+
+DEFAULT_OUT = Path("results")
+
+
+def leaderboard_path(out_dir: Path, explicit: Path | None) -> Path:
+    """leaderboard.md beside results/ for the published run; inside --out for any other."""
+    if explicit is not None:
+        return explicit
+    return Path("leaderboard.md") if Path(out_dir) == DEFAULT_OUT else Path(out_dir) / "leaderboard.md"
+
+
+# ----- run -----
+def add_run(sub):
+    p = sub.add_parser("run", help="train and evaluate a grid of variants × tasks × seeds",
+                       description="Train every selected variant on every dataset its tasks need "
+                       "(once per seed), score it on every selected task, append to results.csv "
+                       "and regenerate the leaderboard. Finished cells are skipped unless --force.")
+    p.add_argument("--all", action="store_true", help="every registered variant and every task of the preset")
+    p.add_argument("--variant", nargs="+", metavar="NAME", help="variant name(s) (see `list`)")
+    p.add_argument("--task", nargs="+", metavar="NAME", help="task name(s) (default: all of the preset)")
+    p.add_argument("--preset", default="default", help=f"one of {', '.join(preset_names())}, or a path to a YAML file (default: default)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: the preset's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
+    p.add_argument("--data-root", type=Path, help="where downloadable datasets (cifar10, mnist) live (default: ./data)")
+    p.add_argument("--download", action="store_true", help="download missing datasets into --data-root")
+    p.add_argument("--force", action="store_true", help="recompute cells already in results.csv")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder: results.csv, plots/, cache/ (default: results)")
+    p.add_argument("--leaderboard", type=Path, help="leaderboard file to regenerate (default: leaderboard.md for results/, else OUT/leaderboard.md)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from benchmark.leaderboard import write_leaderboard
+    from benchmark.runner import RunOptions, Runner
+
+    if not (args.all or args.variant or args.task):
+        raise UserError("say what to run: --all, or --variant NAME and/or --task NAME")
+    preset = load_preset(args.preset)
+    options = RunOptions(preset=preset, variants=args.variant, tasks=args.task, seeds=args.seeds,
+                         device=args.device, out_dir=args.out, data_root=args.data_root,
+                         download=args.download, force=args.force, progress=not args.no_progress)
+    runner = Runner(options)
+    summary = runner.run()
+    board = write_leaderboard(runner.results.path, leaderboard_path(args.out, args.leaderboard), args.out / "plots")
+    c = summary.counts
+    print(f"{c['ok']} metrics ok, {c['skipped']} skipped, {c['error']} errors, "
+          f"{c['resumed']} task cells already finished; results in {runner.results.path}, leaderboard in {board}")
+    for line in summary.errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if summary.errors else 0
+
+
+# ----- list -----
+def add_list(sub):
+    p = sub.add_parser("list", help="list variants, tasks, datasets and presets",
+                       description="List what is registered: variants, tasks (with metrics), datasets, presets.")
+    p.set_defaults(handler=cmd_list)
+
+
+def first_line(obj) -> str:
+    doc = obj.__doc__ or sys.modules[obj.__module__].__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def cmd_list(args) -> int:
+    print("variants:")
+    for name in VARIANTS.names():
+        cls = VARIANTS.get(name)
+        needs = f" [requires {', '.join(sorted(cls.requires))}]" if cls.requires else ""
+        print(f"  {name:12s}{needs} {first_line(cls)}")
+    print("tasks:")
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        metrics = ", ".join(f"{m}{'↑' if up else '↓'}" for m, up in task.metrics.items())
+        print(f"  {name:20s} headline {task.headline}; {metrics}")
+    print("datasets:")
+    for name in DATASETS.names():
+        print(f"  {name}")
+    print("presets:")
+    for name in preset_names():
+        print(f"  {name:8s} {load_preset(name).description}")
+    return 0
+
+
+# ----- leaderboard -----
+def add_leaderboard(sub):
+    p = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results.csv",
+                       description="Rewrite the leaderboard (tables and plots) from a results CSV.")
+    p.add_argument("--results", type=Path, default=DEFAULT_OUT / "results.csv", help="default: results/results.csv")
+    p.add_argument("--output", type=Path, help="default: leaderboard.md for results/results.csv, else beside the CSV")
+    p.add_argument("--preset", help="which preset's rows (default: that of the most recent row)")
+    p.set_defaults(handler=cmd_leaderboard)
+
+
+def cmd_leaderboard(args) -> int:
+    from benchmark.leaderboard import write_leaderboard
+
+    out_dir = args.results.parent
+    path = write_leaderboard(args.results, leaderboard_path(out_dir, args.output), out_dir / "plots", args.preset)
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = [add_run, add_list, add_leaderboard]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark sparse autoencoder variants.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,157 @@
+"""Presets (SPEC section 9): loading, validation, and the merged settings of one grid cell.
+
+A preset YAML has these keys:
+
+    description: one line
+    seeds: [0, 1]
+    n_latents: 256                      # default dictionary size
+    train: {epochs: 8, batch_size: 256, lr: 0.001}
+    datasets:                           # instance name -> builder parameters
+      patches32: {n_train: 6000}
+      digits8:                          # harness keys beside the builder's own:
+        n_latents: 128                  #   dictionary size on this dataset
+        train: {epochs: 20}             #   training overrides on this dataset
+        variants: {relu: {l1_coeff: 1}} #   hyperparameter overrides on this dataset
+      correlated-rho0.6: {kind: correlated, rho: 0.6}   # `kind` picks the builder
+    tasks:                              # task -> its settings; `datasets` lists where it runs
+      reconstruction: {datasets: [patches32, digits8]}
+    variants:                           # variant -> hyperparameters (`train` overrides allowed)
+      relu: {l1_coeff: 0.3}
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from benchmark.errors import UserError
+from benchmark.registry import TASKS, VARIANTS
+from benchmark.training import TrainConfig
+
+PRESET_DIR = Path(__file__).parent / "presets"
+TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants"}
+HARNESS_DATASET_KEYS = {"n_latents", "train", "variants"}
+TRAIN_KEYS = {"epochs", "batch_size", "lr"}
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    seeds: list[int]
+    n_latents: int
+    train: dict
+    datasets: dict[str, dict]
+    tasks: dict[str, dict]
+    variants: dict[str, dict]
+
+    def dataset_build_config(self, dataset: str) -> dict:
+        return {k: v for k, v in self.datasets[dataset].items() if k not in HARNESS_DATASET_KEYS}
+
+    def task_config(self, task: str) -> dict:
+        return {k: v for k, v in self.tasks[task].items() if k != "datasets"}
+
+    def task_datasets(self, task: str) -> list[str]:
+        return list(self.tasks[task]["datasets"])
+
+    def n_latents_for(self, dataset: str) -> int:
+        return int(self.datasets[dataset].get("n_latents", self.n_latents))
+
+    def _variant_entries(self, variant: str, dataset: str) -> list[dict]:
+        overrides = self.datasets[dataset].get("variants", {}) or {}
+        return [self.variants.get(variant) or {}, overrides.get(variant) or {}]
+
+    def variant_hparams(self, variant: str, dataset: str) -> dict:
+        merged = {}
+        for entry in self._variant_entries(variant, dataset):
+            merged.update({k: v for k, v in entry.items() if k != "train"})
+        return merged
+
+    def train_config(self, variant: str, dataset: str) -> TrainConfig:
+        merged = dict(self.train)
+        merged.update(self.datasets[dataset].get("train", {}) or {})
+        for entry in self._variant_entries(variant, dataset):
+            merged.update(entry.get("train", {}) or {})
+        return TrainConfig(int(merged["epochs"]), int(merged["batch_size"]), float(merged["lr"]))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _fail(source: str, why: str):
+    raise UserError(f"preset {source}: {why}")
+
+
+def _check_train(source: str, where: str, train) -> None:
+    if not isinstance(train, dict) or set(train) - TRAIN_KEYS:
+        _fail(source, f"{where} 'train' must be a mapping with keys among {sorted(TRAIN_KEYS)}")
+
+
+def _mapping(source: str, raw: dict, key: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) or v is None for v in value.values()):
+        _fail(source, f"'{key}' must be a mapping of names to mappings")
+    return {name: dict(v or {}) for name, v in value.items()}
+
+
+def parse_preset(text: str, name: str, source: str) -> Preset:
+    """Parse and validate a preset; every problem is one UserError line naming the fix."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        _fail(source, f"malformed YAML{where}: {getattr(err, 'problem', err)}")
+    if not isinstance(raw, dict):
+        _fail(source, "must be a YAML mapping")
+    unknown = set(raw) - TOP_LEVEL_KEYS
+    if unknown:
+        _fail(source, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        _fail(source, "'seeds' must be a non-empty list of integers")
+    train = raw.get("train") or {}
+    _check_train(source, "top-level", train)
+    if set(train) != TRAIN_KEYS:
+        _fail(source, f"'train' must set all of {sorted(TRAIN_KEYS)}")
+    datasets, tasks, variants = (_mapping(source, raw, k) for k in ("datasets", "tasks", "variants"))
+    for dataset, entry in datasets.items():
+        _check_train(source, f"dataset {dataset!r}", entry.get("train", {}) or {})
+        for variant in entry.get("variants", {}) or {}:
+            VARIANTS.get(variant)
+    for variant, hparams in variants.items():
+        VARIANTS.get(variant)
+        _check_train(source, f"variant {variant!r}", hparams.get("train", {}) or {})
+    for task, entry in tasks.items():
+        TASKS.get(task)
+        listed = entry.get("datasets")
+        if not isinstance(listed, list) or not listed:
+            _fail(source, f"task {task!r} needs a non-empty 'datasets' list")
+        missing = [d for d in listed if d not in datasets]
+        if missing:
+            _fail(source, f"task {task!r} names dataset(s) {missing} not defined under 'datasets'")
+    n_latents = raw.get("n_latents", 256)
+    if not isinstance(n_latents, int) or n_latents < 1:
+        _fail(source, "'n_latents' must be a positive integer")
+    return Preset(
+        name=name,
+        description=str(raw.get("description", "")),
+        seeds=seeds,
+        n_latents=n_latents,
+        train=train,
+        datasets=datasets,
+        tasks=tasks,
+        variants=variants,
+    )
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A preset by name (benchmark/presets/NAME.yaml) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UserError(f"unknown preset {name_or_path!r}; known: {', '.join(preset_names())} (or a path to a .yaml file)")
+    elif not path.exists():
+        raise UserError(f"preset file {path} does not exist")
+    return parse_preset(path.read_text(), name=path.stem, source=str(path))

@@ -1,0 +1,120 @@
+"""results.csv (SPEC section 6): long format, one row per metric, written atomically.
+
+Every write rewrites the file through a temporary file and an atomic rename, under an exclusive
+lock, so a run killed at any moment (even with SIGKILL) leaves either the old or the new file,
+never a torn one. The rows of one (task, dataset, variant, seed) share a `config_hash`; writing
+them again replaces the old ones, so a re-run with `--force` does not double rows.
+"""
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark import SCHEMA_VERSION, SUITE_VERSION
+
+COLUMNS = [
+    "schema_version", "run_id", "timestamp_utc", "git_commit", "suite_version", "preset",
+    "device", "torch_version", "task", "dataset", "variant", "seed", "metric", "value",
+    "higher_is_better", "status", "message", "config_hash",
+]
+FINISHED = ("ok", "skipped")  # an `error` cell is retried by the next run
+
+
+def content_hash(obj) -> str:
+    """A stable short hash of a JSON-serialisable object (dict keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The columns shared by every row of one run."""
+
+    run_id: str
+    git_commit: str
+    preset: str
+    device: str
+    torch_version: str
+
+    @classmethod
+    def new(cls, preset: str, device: str) -> "RunInfo":
+        import torch
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        return cls(f"{stamp}-{os.getpid()}", git_commit(), preset, device, torch.__version__)
+
+
+def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int,
+              config_hash: str, metrics: dict[str, float] | None = None,
+              directions: dict[str, bool] | None = None, status: str = "ok",
+              message: str = "") -> list[dict]:
+    """One row per metric; a skipped or error cell is one row with an empty metric."""
+    common = dict(
+        schema_version=SCHEMA_VERSION, run_id=info.run_id,
+        timestamp_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        git_commit=info.git_commit, suite_version=SUITE_VERSION, preset=info.preset,
+        device=info.device, torch_version=info.torch_version, task=task, dataset=dataset,
+        variant=variant, seed=seed, status=status, message=message, config_hash=config_hash,
+    )
+    if status != "ok":
+        return [dict(common, metric="", value=float("nan"), higher_is_better="")]
+    return [
+        dict(common, metric=name, value=float(value), higher_is_better=bool(directions[name]))
+        for name, value in metrics.items()
+    ]
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "nan", "NaN"]})
+
+
+class ResultsFile:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def finished_hashes(self) -> set[str]:
+        frame = read_results(self.path)
+        return set(frame.loc[frame["status"].isin(FINISHED), "config_hash"])
+
+    def write(self, rows: list[dict]) -> None:
+        """Replace the rows of every config_hash in `rows`, atomically."""
+        if not rows:
+            return
+        with self._locked():
+            frame = read_results(self.path)
+            replaced = {row["config_hash"] for row in rows}
+            frame = frame[~frame["config_hash"].isin(replaced)]
+            new = pd.DataFrame(rows, columns=COLUMNS)
+            frame = new if frame.empty else pd.concat([frame, new], ignore_index=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w", newline="") as handle:
+                frame.to_csv(handle, index=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)

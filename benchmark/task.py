@@ -1,0 +1,66 @@
+"""The task contract (SPEC section 5): datasets, metrics with directions, one headline metric."""
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.data import Dataset
+from benchmark.training import TrainedModel
+
+
+class Task:
+    """Base class of every task. Subclasses set `metrics` and `headline` and implement `evaluate`.
+
+    - `metrics`: metric name -> higher_is_better. `evaluate` must return exactly these keys
+      (or a subset, when a metric does not apply, e.g. `psnr_db` on non-image data).
+    - `epoch_callback(model, dataset, epoch) -> dict`: if defined, called after every training
+      epoch; its outputs reach `evaluate` as `trained.history[self.name]`.
+    - `reference_rows(dataset, config, seed) -> {row_name: metrics}`: rows of methods that are
+      not SAEs (e.g. a pixel-space baseline), written with `row_name` in the variant column.
+    - `plots(results, plot_dir) -> [(title, path)]`: figures embedded in the leaderboard.
+    """
+
+    name: str = ""
+    description: str = ""
+    metrics: dict[str, bool] = {}
+    headline: str = ""
+    epoch_callback = None
+
+    def dataset_skip_reason(self, dataset: Dataset) -> str | None:
+        """Why this task cannot use `dataset` at all (None: it can)."""
+        return None
+
+    def skip_reason(self, variant_cls, dataset: Dataset) -> str | None:
+        """Why this task cannot score `variant_cls` on `dataset` (None: it can)."""
+        missing = set(variant_cls.requires) - dataset.capabilities()
+        if missing:
+            shape = "x".join(map(str, dataset.input_shape))
+            return (
+                f"{variant_cls.name} requires {', '.join(sorted(missing))}; "
+                f"{dataset.name} ({shape}) does not provide it"
+            )
+        return self.dataset_skip_reason(dataset)
+
+    def evaluate(self, trained: TrainedModel, dataset: Dataset, config: dict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def reference_rows(self, dataset: Dataset, config: dict, seed: int) -> dict[str, dict[str, float]]:
+        return {}
+
+    def headline_dataset(self, dataset_names: list[str]) -> str:
+        """The dataset whose headline value goes in the leaderboard's summary table."""
+        return dataset_names[0]
+
+    def plots(self, results: pd.DataFrame, plot_dir: Path) -> list[tuple[str, Path]]:
+        return []
+
+
+_instances: dict[str, Task] = {}
+
+
+def get_task(name: str) -> Task:
+    """The (stateless) instance of a registered task class."""
+    from benchmark.registry import TASKS
+
+    if name not in _instances:
+        _instances[name] = TASKS.get(name)()
+    return _instances[name]

@@ -1,0 +1,59 @@
+"""Helpers shared by the atom and intervention tasks: codes of a split, firing counts, and the
+folder where tasks keep what their plots need (the leaderboard only hands `plots()` the results
+table)."""
+from pathlib import Path
+
+import torch
+
+from benchmark.variant import SAE, encode_batch
+
+
+@torch.no_grad()
+def encode_all(model: SAE, x: torch.Tensor, concepts: torch.Tensor | None = None,
+               chunk: int = 512) -> torch.Tensor:
+    """Codes of every row of `x`, in chunks so a big test split never meets a big encoder at once."""
+    parts = []
+    for lo in range(0, x.shape[0], chunk):
+        part_concepts = None if concepts is None else concepts[lo : lo + chunk]
+        parts.append(encode_batch(model, x[lo : lo + chunk], part_concepts))
+    return torch.cat(parts)
+
+
+def firing_order(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts, order): how many rows each latent is non-zero on, and the latents sorted by that
+    count, most frequent first (ties: the larger mean |activation| first, then the lower index,
+    so the choice is deterministic)."""
+    counts = (codes != 0).sum(0)
+    strength = codes.abs().mean(0)
+    # Stable sorts, applied from the last key to the first: index, then strength, then count.
+    order = torch.arange(codes.shape[1], device=codes.device)
+    order = order[torch.sort(strength[order], descending=True, stable=True).indices]
+    order = order[torch.sort(counts[order], descending=True, stable=True).indices]
+    return counts, order
+
+
+def artifact_file(config: dict, task: str, dataset: str, suffix: str) -> Path | None:
+    """Where a task saves per-cell data for its plots, or None when the caller gave no
+    `artifact_dir` (e.g. a direct call from a test or a notebook)."""
+    root = config.get("artifact_dir")
+    if root is None:
+        return None
+    variant, seed = config.get("model_name", "model"), config.get("seed", 0)
+    path = Path(root) / task / dataset / f"{variant}-seed{seed}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def artifact_root(plot_dir: Path) -> Path:
+    """The runner's `artifact_dir`, seen from the leaderboard's `plot_dir`."""
+    return Path(plot_dir) / "artifacts"
+
+
+def saved_cells(plot_dir: Path, task: str, suffix: str) -> dict[str, dict[str, dict[int, Path]]]:
+    """{dataset: {variant: {seed: file}}} of what `task` saved through `artifact_file`."""
+    found: dict = {}
+    for path in sorted((artifact_root(plot_dir) / task).glob(f"*/*-seed*{suffix}")):
+        variant, _, seed = path.name[: -len(suffix)].rpartition("-seed")
+        if seed.lstrip("-").isdigit():
+            found.setdefault(path.parent.name, {}).setdefault(variant, {})[int(seed)] = path
+    return found

@@ -1,0 +1,200 @@
+"""Task 4, `intervention`: are single-latent edits linearly predictable, and is their strength
+stable during training (Tensor-SAE's "R² ≈ 0.93" and "stabilises intervention strength")?
+
+Setting (fixed, so every variant sees the same edits): the first 64 test images; the 16 latents
+most frequently non-zero on those 64 images; s_k = the mean |activation| of latent k over the
+entries where it is non-zero (for ReLU codes, the mean non-zero activation; the absolute value
+keeps signed codes such as MP-SAE's from cancelling to an edit of size ~0).
+
+For α in {±0.5, ±1, ±1.5, ±2}: actual Δ = clamp01(decode(z + α s_k e_k)) − clamp01(decode(z)),
+predicted Δ̂ = α·(decode(z + s_k e_k) − decode(z)). A negative α may push a code below zero: that
+is the edit, and it is kept.
+
+- `r2_pixel`: pooled R² of Δ̂ against Δ, 1 − Σ(Δ − Δ̂)² / Σ(Δ − Δ̄)², every pixel of every
+  (image, latent, α) pooled, Δ̄ the single grand mean of all those Δ values.
+- `r2_color`: the same on the per-image mean-colour shift (C numbers per edit).
+- `strength_cv`: the intervention strength, S = mean over (image, latent, α) of ‖Δ‖₂ / |α|
+  (the L2 norm over all pixels of the clamped change caused by an edit of one typical
+  activation), is measured after every training epoch on a cheaper fixed subset (the first 16
+  of the 64 images, the same 16 latents chosen on the 64, α = ±1). `strength_cv` = std / mean
+  (population std) of S over the second half of training, epochs ⌊E/2⌋+1..E; it needs at least
+  two epochs there, so it is left out when training ran fewer than 3 epochs.
+"""
+import json
+from pathlib import Path
+
+import matplotlib
+import torch
+
+matplotlib.use("Agg")  # no display on CI machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmark.registry import TASKS  # noqa: E402
+from benchmark.task import Task  # noqa: E402
+
+from tasks._activity import artifact_file, encode_all, firing_order, saved_cells  # noqa: E402
+
+N_IMAGES = 64
+N_LATENTS = 16
+ALPHAS = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
+CALLBACK_IMAGES = 16
+CALLBACK_ALPHAS = (-1.0, 1.0)
+ARTIFACT_SUFFIX = ".json"
+
+
+class PooledR2:
+    """R² of predictions against targets pooled over everything added, accumulated in float64
+    so that the edits of one latent at a time never have to be held together."""
+
+    def __init__(self):
+        self.n = 0
+        self.sum = 0.0
+        self.sum_sq = 0.0
+        self.sse = 0.0
+
+    def add(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
+        target, prediction = target.double(), prediction.double()
+        self.n += target.numel()
+        self.sum += float(target.sum())
+        self.sum_sq += float(target.pow(2).sum())
+        self.sse += float((target - prediction).pow(2).sum())
+
+    def value(self) -> float:
+        total = self.sum_sq - self.sum**2 / self.n  # Σ(y − ȳ)², ȳ the grand mean
+        return 1.0 - self.sse / total if total > 0 else float("nan")
+
+
+def clamp01(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def edit_effects(decode, codes: torch.Tensor, latent: int, scale: float, alphas, clamp: bool = True):
+    """(actual Δ, predicted Δ̂), each (len(alphas), N, *image_shape), for edits of `latent` by
+    α·scale on every row of `codes`. `clamp=False` drops clamp01 (used by tests)."""
+    fix = clamp01 if clamp else (lambda x: x)  # noqa: E731
+    base = decode(codes)
+    unit = codes.clone()
+    unit[:, latent] += scale
+    step = decode(unit) - base  # the prediction is this unit step scaled by α
+    actual, predicted = [], []
+    for alpha in alphas:
+        edited = codes.clone()
+        edited[:, latent] += alpha * scale
+        actual.append(fix(decode(edited)) - fix(base))
+        predicted.append(alpha * step)
+    return torch.stack(actual), torch.stack(predicted)
+
+
+def edit_strength(actual: torch.Tensor, alphas) -> torch.Tensor:
+    """Mean over (α, image) of ‖Δ‖₂ / |α| for an `edit_effects` output."""
+    norms = actual.flatten(2).norm(dim=2)  # (A, N)
+    per_alpha = torch.tensor([abs(a) for a in alphas], dtype=norms.dtype, device=norms.device)
+    return (norms / per_alpha[:, None]).mean()
+
+
+def strength_cv(trace: list[float]) -> float | None:
+    """std / mean (population std) of the second half of a per-epoch trace, epochs ⌊E/2⌋+1..E;
+    None when that half has fewer than two values."""
+    half = torch.tensor(trace[len(trace) // 2 :], dtype=torch.float64)
+    if half.numel() < 2:
+        return None
+    return float(half.std(correction=0) / half.mean())
+
+
+@torch.no_grad()
+def chosen_latents(model, images, concepts):
+    """Codes of `images`, the (up to) N_LATENTS latents most often non-zero on them, and each
+    one's mean |activation| where non-zero."""
+    codes = encode_all(model, images, concepts)
+    counts, order = firing_order(codes)
+    latents = [k for k in order[:N_LATENTS].tolist() if counts[k] > 0]
+    scales = [float(codes[:, k].abs().sum() / counts[k]) for k in latents]
+    return codes, latents, scales
+
+
+def _first_images(dataset, n):
+    concepts = None if dataset.test_concepts is None else dataset.test_concepts[:n]
+    return dataset.test[:n], concepts
+
+
+@TASKS.register("intervention")
+class Intervention(Task):
+    description = "Linearity of single-latent edits (R² of α-scaled unit edits) and stability of edit strength over training"
+    metrics = {"r2_pixel": True, "r2_color": True, "strength_cv": False}
+    headline = "r2_pixel"
+
+    def dataset_skip_reason(self, dataset):
+        if not dataset.is_image:
+            shape = "x".join(map(str, dataset.input_shape))
+            return f"intervention needs images in [0, 1] (C×H×W); {dataset.name} holds {shape} vectors"
+        return None
+
+    @torch.no_grad()
+    def epoch_callback(self, model, dataset, epoch):
+        if not dataset.is_image:
+            return {}
+        images, concepts = _first_images(dataset, N_IMAGES)
+        codes, latents, scales = chosen_latents(model, images, concepts)
+        if not latents:
+            return {"strength": float("nan")}
+        strengths = [
+            edit_strength(edit_effects(model.decode, codes[:CALLBACK_IMAGES], k, s, CALLBACK_ALPHAS)[0], CALLBACK_ALPHAS)
+            for k, s in zip(latents, scales)
+        ]
+        return {"strength": float(torch.stack(strengths).mean())}
+
+    @torch.no_grad()
+    def evaluate(self, trained, dataset, config):
+        model = trained.model
+        images, concepts = _first_images(dataset, N_IMAGES)
+        codes, latents, scales = chosen_latents(model, images, concepts)
+        if not latents:
+            raise ValueError(f"no latent is non-zero on the first {len(images)} test images")
+        pixel, colour = PooledR2(), PooledR2()
+        for k, s in zip(latents, scales):
+            actual, predicted = edit_effects(model.decode, codes, k, s, ALPHAS)
+            pixel.add(actual, predicted)
+            colour.add(actual.mean((-2, -1)), predicted.mean((-2, -1)))
+        metrics = {"r2_pixel": pixel.value(), "r2_color": colour.value()}
+        trace = [entry["strength"] for entry in trained.history.get(self.name, [])]
+        cv = strength_cv(trace) if trace else None
+        if cv is not None:
+            metrics["strength_cv"] = cv
+        self._save_trace(config, dataset.name, trace)
+        return metrics
+
+    def _save_trace(self, config, dataset_name, trace):
+        path = artifact_file(config, self.name, dataset_name, ARTIFACT_SUFFIX)
+        if path is not None and trace:
+            path.write_text(json.dumps({"strength": trace}))
+
+    def plots(self, results, plot_dir):
+        rows = results[(results["task"] == self.name) & (results["status"] == "ok")]
+        figures = []
+        for dataset_name, variants in sorted(saved_cells(plot_dir, self.name, ARTIFACT_SUFFIX).items()):
+            scored = set(rows.loc[rows["dataset"] == dataset_name, "variant"])
+            shown = {v: seeds for v, seeds in variants.items() if v in scored}
+            if shown:
+                path = Path(plot_dir) / f"intervention_strength_{dataset_name}.png"
+                self._strength_figure(dataset_name, shown, path)
+                figures.append((f"Intervention strength during training on {dataset_name}", path))
+        return figures
+
+    @staticmethod
+    def _strength_figure(dataset_name, variants, path):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for variant, seeds in sorted(variants.items()):
+            traces = [json.loads(p.read_text())["strength"] for p in seeds.values()]
+            length = min(len(t) for t in traces)
+            mean = torch.tensor([t[:length] for t in traces], dtype=torch.float64).mean(0)
+            ax.plot(range(1, length + 1), mean.numpy(), marker="o", markersize=3, label=variant)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("strength: mean ‖Δ‖₂ per unit α")
+        ax.set_yscale("log")
+        ax.set_title(f"Intervention strength after each epoch, {dataset_name} (mean over seeds)", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)

@@ -1,0 +1,55 @@
+"""Task 1: reconstruction quality on the test split, and its cost in FLOPs and parameters."""
+from benchmark.flops import count_params, flops_per_sample
+from benchmark.registry import TASKS
+from benchmark.task import Task
+
+from tasks._common import encode_test, pooled_r2, psnr_db
+
+FLOP_BATCH = 256  # fvcore's count is amortised over this many samples
+
+
+@TASKS.register("reconstruction")
+class Reconstruction(Task):
+    description = "Test-split reconstruction (R², MSE, PSNR) and its cost per FLOP and per parameter."
+    headline = "r2"
+    metrics = {
+        "r2": True, "mse": False, "psnr_db": True, "params": False, "flops_per_sample": False,
+        "r2_per_mflop": True, "r2_per_kparam": True, "r2_at_half_k": True, "r2_at_double_k": True,
+    }
+
+    def evaluate(self, trained, dataset, config):
+        model = trained.model
+        _, x_hat = encode_test(model, dataset)
+        x = dataset.test
+        r2 = pooled_r2(x, x_hat)
+        mse = float((x - x_hat).pow(2).mean())
+        concepts = None if dataset.test_concepts is None else dataset.test_concepts[:FLOP_BATCH]
+        flops = flops_per_sample(model, x[:FLOP_BATCH], concepts)
+        params = count_params(model)
+        out = {"r2": r2, "mse": mse, "params": params, "flops_per_sample": flops,
+               "r2_per_mflop": r2 / (flops / 1e6), "r2_per_kparam": r2 / (params / 1e3)}
+        if dataset.is_image:
+            out["psnr_db"] = psnr_db(mse)
+        if model.supports_inference_k():
+            out.update(self.adaptive_k(model, dataset))
+        return out
+
+    def adaptive_k(self, model, dataset) -> dict[str, float]:
+        """R² at half and double the trained k, without retraining."""
+        trained_k = model.k
+        try:
+            scores = {}
+            for name, k in (("r2_at_half_k", max(1, trained_k // 2)), ("r2_at_double_k", 2 * trained_k)):
+                model.set_inference_k(k)
+                scores[name] = pooled_r2(dataset.test, encode_test(model, dataset)[1])
+            return scores
+        finally:
+            model.set_inference_k(trained_k)
+
+    def plots(self, results, plot_dir):
+        from benchmark.plots import pareto_plot
+
+        return [
+            ("R² against FLOPs per sample", pareto_plot(results, "flops_per_sample", "FLOPs per sample (fvcore, 1 multiply-add = 1)", plot_dir / "r2_vs_flops.png")),
+            ("R² against trainable parameters", pareto_plot(results, "params", "trainable parameters", plot_dir / "r2_vs_params.png")),
+        ]
