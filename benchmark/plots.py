@@ -11,8 +11,10 @@ import pandas as pd  # noqa: E402
 def metric_means(results: pd.DataFrame, task: str, metrics: list[str]) -> pd.DataFrame:
     """Mean over seeds of `metrics`, one row per (dataset, variant), ok rows only."""
     rows = results[(results["task"] == task) & (results["status"] == "ok") & results["metric"].isin(metrics)]
+    if rows.empty or not set(metrics) <= set(rows["metric"]):
+        return pd.DataFrame(columns=["dataset", "variant", *metrics])
     table = rows.pivot_table(index=["dataset", "variant"], columns="metric", values="value", aggfunc="mean")
-    return table.dropna(subset=[m for m in metrics if m in table.columns]).reset_index()
+    return table.dropna(subset=metrics).reset_index()
 
 
 def pareto_front(points: pd.DataFrame, cost: str, score: str) -> pd.DataFrame:
@@ -26,11 +28,14 @@ def pareto_front(points: pd.DataFrame, cost: str, score: str) -> pd.DataFrame:
     return ordered.loc[front]
 
 
-def pareto_plot(results: pd.DataFrame, cost: str, xlabel: str, path: Path, score: str = "r2") -> Path:
-    """Reconstruction score against a cost, one panel per dataset, the Pareto front joined."""
+def pareto_plot(results: pd.DataFrame, cost: str, xlabel: str, path: Path, score: str = "r2") -> Path | None:
+    """Reconstruction score against a cost, one panel per dataset, the Pareto front joined.
+    None when there is nothing to plot."""
     table = metric_means(results, "reconstruction", [cost, score])
-    datasets = sorted(table["dataset"].unique()) if not table.empty else []
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False)
+    datasets = sorted(table["dataset"].unique())
+    if not datasets:
+        return None
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         points = table[table["dataset"] == dataset]
         for _, row in points.iterrows():

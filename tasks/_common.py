@@ -27,5 +27,8 @@ def pooled_r2(target: torch.Tensor, prediction: torch.Tensor) -> float:
     return float(1 - residual / total)
 
 
+MIN_MSE = 1e-10  # caps PSNR at 100 dB: a perfect reconstruction is a finite, comparable score
+
+
 def psnr_db(mse: float, peak: float = 1.0) -> float:
-    return 10 * torch.log10(torch.tensor(peak**2 / mse)).item()
+    return 10 * torch.log10(torch.tensor(peak**2 / max(mse, MIN_MSE))).item()

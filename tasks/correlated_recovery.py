@@ -41,7 +41,8 @@ from scipy.optimize import linear_sum_assignment
 
 from benchmark.registry import TASKS
 from benchmark.task import Task
-from benchmark.variant import encode_batch
+
+from tasks._activity import encode_all
 
 RECOVERY_THRESHOLD = 0.9
 TIE_MARGIN = 1e-6  # "closer to it than to any other" must hold beyond float rounding; a tie is ambiguous
@@ -99,15 +100,6 @@ def coherence(atoms: torch.Tensor) -> float | None:
     gram = (unit_rows(atoms) @ unit_rows(atoms).T).abs()
     gram.fill_diagonal_(0.0)
     return float(gram.max())
-
-
-@torch.no_grad()
-def encode_all(model, x: torch.Tensor, concepts=None, chunk: int = 4096) -> torch.Tensor:
-    parts = []
-    for lo in range(0, x.shape[0], chunk):
-        c = None if concepts is None else concepts[lo : lo + chunk]
-        parts.append(encode_batch(model, x[lo : lo + chunk], c))
-    return torch.cat(parts)
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from benchmark.data import Dataset
 from benchmark.errors import UserError
@@ -12,7 +11,10 @@ from benchmark.registry import DATASETS
 DEFAULT_ROOT = Path("data")
 
 
-def _open(cls, name: str, data_root, download: bool, train: bool):
+def _open(cls_name: str, name: str, data_root, download: bool, train: bool):
+    import torchvision  # lazily: importing it costs seconds, and most runs never need it
+
+    cls = getattr(torchvision.datasets, cls_name)
     root = Path(data_root) if data_root else DEFAULT_ROOT
     try:
         return cls(root=str(root), train=train, download=download)
@@ -38,9 +40,9 @@ def _images(data) -> torch.Tensor:
     return tensor.permute(0, 3, 1, 2).contiguous() if tensor.ndim == 4 else tensor.unsqueeze(1)
 
 
-def _build(cls, kind, name, data_root, download, n_train, n_test):
-    train = _open(cls, kind, data_root, download, train=True)
-    test = _open(cls, kind, data_root, download, train=False)
+def _build(cls_name, kind, name, data_root, download, n_train, n_test):
+    train = _open(cls_name, kind, data_root, download, train=True)
+    test = _open(cls_name, kind, data_root, download, train=False)
     return Dataset(
         name=name,
         train=_subset(_images(train.data), n_train),
@@ -53,9 +55,9 @@ def _build(cls, kind, name, data_root, download, n_train, n_test):
 
 @DATASETS.register("cifar10")
 def build_cifar10(name, *, data_root=None, download=False, n_train=None, n_test=None):
-    return _build(torchvision.datasets.CIFAR10, "cifar10", name, data_root, download, n_train, n_test)
+    return _build("CIFAR10", "cifar10", name, data_root, download, n_train, n_test)
 
 
 @DATASETS.register("mnist")
 def build_mnist(name, *, data_root=None, download=False, n_train=None, n_test=None):
-    return _build(torchvision.datasets.MNIST, "mnist", name, data_root, download, n_train, n_test)
+    return _build("MNIST", "mnist", name, data_root, download, n_train, n_test)

@@ -1,0 +1,122 @@
+"""The CLI end to end on a tiny preset: determinism, resume, --force, and bad input."""
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+
+
+def run(out, preset, *extra):
+    return main(["run", "--preset", str(preset), "--out", str(out), "--no-progress", *extra])
+
+
+def values(path):
+    frame = pd.read_csv(path)
+    return frame.set_index(["task", "dataset", "variant", "seed", "metric"])["value"].sort_index()
+
+
+def test_two_runs_with_the_same_seed_give_identical_values(tmp_path, tiny_preset):
+    assert run(tmp_path / "a", tiny_preset, "--variant", "relu", "topk") == 0
+    assert run(tmp_path / "b", tiny_preset, "--variant", "relu", "topk") == 0
+    a, b = values(tmp_path / "a" / "results.csv"), values(tmp_path / "b" / "results.csv")
+    assert len(a) > 10
+    pd.testing.assert_series_equal(a, b)
+
+
+def test_rerun_skips_finished_cells_and_force_recomputes_them(tmp_path, tiny_preset, capsys):
+    out = tmp_path / "out"
+    assert run(out, tiny_preset, "--variant", "relu") == 0
+    first = pd.read_csv(out / "results.csv")
+    assert run(out, tiny_preset, "--variant", "relu") == 0
+    assert "2 task cells already finished" in capsys.readouterr().out
+    second = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(first, second)  # nothing recomputed, nothing doubled
+
+    assert run(out, tiny_preset, "--variant", "relu", "--force") == 0
+    forced = pd.read_csv(out / "results.csv")
+    assert len(forced) == len(first)  # replaced, not appended
+    assert set(forced["run_id"]) != set(first["run_id"])
+    pd.testing.assert_series_equal(values(out / "results.csv"), values(tmp_path / "out" / "results.csv"))
+
+
+def test_a_new_seed_only_trains_the_new_cells(tmp_path, tiny_preset, capsys):
+    out = tmp_path / "out"
+    assert run(out, tiny_preset, "--variant", "relu") == 0
+    assert run(out, tiny_preset, "--variant", "relu", "--seeds", "0", "1") == 0
+    assert "2 task cells already finished" in capsys.readouterr().out
+    assert set(pd.read_csv(out / "results.csv")["seed"]) == {0, 1}
+
+
+def test_run_writes_a_leaderboard(tmp_path, tiny_preset):
+    out = tmp_path / "out"
+    assert run(out, tiny_preset, "--variant", "relu", "topk", "--task", "reconstruction", "sparsity") == 0
+    text = (out / "leaderboard.md").read_text()
+    assert "## Summary" in text and "relu" in text and "topk" in text
+
+
+BAD_INPUT = [
+    (["--variant", "nosuch"], "unknown variant 'nosuch'"),
+    (["--task", "nosuch"], "unknown task 'nosuch'"),
+    (["--all", "--preset", "nosuch"], "unknown preset 'nosuch'"),
+    (["--all", "--seeds"], None),  # argparse: an option missing its value
+    ([], "say what to run"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT)
+def test_bad_names_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    with_preset = args if "--preset" in args else [*args, "--preset", "smoke"]
+    try:
+        code = main(["run", "--out", str(out), "--no-progress", *with_preset])
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    if message:
+        assert err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+PRESET_ERRORS = [
+    ("seeds: [0\n", "malformed YAML at line"),
+    ("- just\n- a list\n", "must be a YAML mapping"),
+    ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {}}\n"
+     "tasks: {sparsity: {datasets: [digits8]}}\nvariants: {nosuch: {}}\n", "unknown variant 'nosuch'"),
+    ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {}}\n"
+     "tasks: {nosuch: {datasets: [digits8]}}\n", "unknown task 'nosuch'"),
+    ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {mine: {kind: nosuch}}\n"
+     "tasks: {sparsity: {datasets: [mine]}}\n", "unknown dataset 'nosuch'"),
+    ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {}}\n"
+     "tasks: {sparsity: {datasets: [patches32]}}\n", "not defined under 'datasets'"),
+    ("seeds: [0]\ntrain: {epochs: 1}\n", "'train' must set all of"),
+    ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {bogus: 1}}\n"
+     "tasks: {sparsity: {datasets: [digits8]}}\n", "unknown parameter(s) bogus"),
+    ("seedz: [0]\n", "unknown key(s) ['seedz']"),
+]
+
+
+@pytest.mark.parametrize("text, message", PRESET_ERRORS)
+def test_a_bad_preset_gives_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, message):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text)
+    out = tmp_path / "out"
+    code = main(["run", "--all", "--preset", str(preset), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_list_names_every_variant_and_task(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in ["relu", "topk", "tensor", "dense", "reconstruction", "sparsity", "patches32", "smoke"]:
+        assert name in text
+
+
+@pytest.mark.parametrize("command", ["run", "list", "leaderboard"])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage" in capsys.readouterr().out

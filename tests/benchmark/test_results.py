@@ -1,0 +1,53 @@
+import math
+
+import pandas as pd
+
+from benchmark.results import COLUMNS, ResultsFile, RunInfo, content_hash, make_rows, read_results
+
+INFO = RunInfo("run-1", "abc123", "tiny", "cpu", "2.x")
+
+
+def rows(config_hash, value=1.0, status="ok"):
+    metrics = {"r2": value, "mse": 2 * value}
+    return make_rows(INFO, task="reconstruction", dataset="digits8", variant="relu", seed=0,
+                     config_hash=config_hash, metrics=metrics, directions={"r2": True, "mse": False},
+                     status=status, message="" if status == "ok" else "why")
+
+
+def test_rows_follow_the_schema_in_order(tmp_path):
+    results = ResultsFile(tmp_path / "results.csv")
+    results.write(rows("h1"))
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert list(frame.columns) == COLUMNS
+    assert frame.set_index("metric")["higher_is_better"].to_dict() == {"r2": True, "mse": False}
+
+
+def test_writing_a_config_hash_again_replaces_its_rows(tmp_path):
+    results = ResultsFile(tmp_path / "results.csv")
+    results.write(rows("h1", 1.0))
+    results.write(rows("h2", 5.0))
+    results.write(rows("h1", 3.0))
+    frame = read_results(tmp_path / "results.csv")
+    assert len(frame) == 4
+    assert sorted(frame.loc[frame["config_hash"] == "h1", "value"]) == [3.0, 6.0]
+
+
+def test_error_cells_are_not_finished_and_carry_their_message(tmp_path):
+    results = ResultsFile(tmp_path / "results.csv")
+    results.write(rows("ok-cell"))
+    results.write(rows("bad-cell", status="error"))
+    results.write(rows("skip-cell", status="skipped"))
+    assert results.finished_hashes() == {"ok-cell", "skip-cell"}
+    frame = read_results(tmp_path / "results.csv")
+    bad = frame[frame["config_hash"] == "bad-cell"].iloc[0]
+    assert bad["message"] == "why" and math.isnan(bad["value"]) and bad["metric"] == ""
+
+
+def test_the_write_leaves_no_temporary_file(tmp_path):
+    ResultsFile(tmp_path / "results.csv").write(rows("h1"))
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["results.csv"]
+
+
+def test_content_hash_ignores_key_order_and_sees_values():
+    assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
+    assert content_hash({"a": 1}) != content_hash({"a": 2})
