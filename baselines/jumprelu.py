@@ -7,7 +7,10 @@ of H(z - θ) with respect to θ is -(1/ε)·K((z - θ)/ε), K the rectangle kern
 bandwidth ε. As in the paper, pre-activations get the ordinary gradient through the jump
 (H treated as a constant) and none from the L0 term.
 """
+import math
+
 import torch
+from torch import nn
 
 from benchmark.registry import VARIANTS
 
@@ -54,16 +57,22 @@ class Step(torch.autograd.Function):
 @VARIANTS.register("jumprelu")
 class JumpReLUSAE(LinearSAE):
     def __init__(self, input_shape, n_latents, l0_coeff: float = 0.1, bandwidth: float = 0.05,
-                 threshold_init: float = 0.05):
+                 threshold_init: float = 0.05, threshold_lr_mult: float = 1.0):
         super().__init__(input_shape, n_latents)
         self.l0_coeff = l0_coeff
         self.bandwidth = bandwidth
-        self.log_threshold = torch.nn.Parameter(torch.full((n_latents,), float(threshold_init)).log())
+        # Adam moves each parameter by about lr per step whatever the size of its gradient, so in
+        # a run of a few hundred steps log θ could only move by a few tenths and λ would barely
+        # act. Storing log θ / m as the parameter gives θ an m-times larger effective learning
+        # rate (m = threshold_lr_mult; 1 is the paper's plain parametrisation).
+        self.threshold_lr_mult = float(threshold_lr_mult)
+        log_init = math.log(threshold_init) / self.threshold_lr_mult
+        self.scaled_log_threshold = nn.Parameter(torch.full((n_latents,), log_init))
         self._last_pre = None  # (x, pre) of the last training encode, reused by the L0 term
 
     @property
     def threshold(self) -> torch.Tensor:
-        return self.log_threshold.exp()
+        return (self.threshold_lr_mult * self.scaled_log_threshold).exp()
 
     def activations(self, x):
         # The paper applies a ReLU before the jump: with θ > 0 it changes no code, but it keeps

@@ -31,7 +31,7 @@ class TopKSAE(LinearSAE):
 
     def select(self, pre: torch.Tensor) -> torch.Tensor:
         """Pre-activations -> codes; the hook BatchTopK and Matryoshka override."""
-        return keep_topk(pre, self.k)
+        return keep_topk(pre, min(self.k, pre.shape[1]))  # k may be raised past K at inference
 
     def encode(self, x):
         pre = self.pre_activation(x)

@@ -53,11 +53,11 @@ class PooledR2:
         self.sse = 0.0
 
     def add(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
-        target, prediction = target.double(), prediction.double()
+        wide = torch.float64  # sums in float64: the total variance is a difference of two sums
         self.n += target.numel()
-        self.sum += float(target.sum())
-        self.sum_sq += float(target.pow(2).sum())
-        self.sse += float((target - prediction).pow(2).sum())
+        self.sum += float(target.sum(dtype=wide))
+        self.sum_sq += float(target.square().sum(dtype=wide))
+        self.sse += float((target - prediction).square().sum(dtype=wide))
 
     def value(self) -> float:
         total = self.sum_sq - self.sum**2 / self.n  # Σ(y − ȳ)², ȳ the grand mean
