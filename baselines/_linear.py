@@ -4,10 +4,52 @@ from torch import nn
 
 from benchmark.variant import SAE
 
+from baselines._sparse import decode_rows
+
 
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per-sample sum of squared errors, averaged over the batch (the papers' per-image loss)."""
     return (x - x_hat).pow(2).flatten(1).sum(1).mean()
+
+
+class _CenteredLinear(torch.autograd.Function):
+    """(x - center) @ weight (+ bias), with a cheaper backward for `center`.
+
+    Autograd would get center's gradient by forming the (B, d) gradient of x - center, a full
+    B·d·K matrix product, and summing it over the batch; summing the (B, K) output gradient
+    first needs only a vector-matrix product. The forward pass and every other gradient are
+    computed by the same operations as the plain expression.
+    """
+
+    @staticmethod
+    def forward(ctx, x, center, weight, bias):
+        centered = x - center
+        ctx.save_for_backward(centered, weight)
+        out = centered @ weight
+        return out if bias is None else out + bias
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        centered, weight = ctx.saved_tensors
+        need_x, need_center, need_weight, need_bias = ctx.needs_input_grad
+        summed = grad.sum(0) if need_center or need_bias else None
+        return (
+            grad @ weight.t() if need_x else None,
+            -(summed @ weight.t()) if need_center else None,
+            centered.t() @ grad if need_weight else None,
+            summed if need_bias else None,
+        )
+
+
+def centered_linear(x, center, weight, bias=None):
+    """(x - center) @ weight (+ bias) for x of shape (B, d). Without gradients, and under
+    tracing (fvcore's FLOP count, which cannot see inside an autograd.Function), the plain
+    expression runs; both give the same numbers."""
+    if torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return _CenteredLinear.apply(x, center, weight, bias)
+    out = (x - center) @ weight
+    return out if bias is None else out + bias
 
 
 class LinearSAE(SAE):
@@ -29,10 +71,10 @@ class LinearSAE(SAE):
         self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.flatten(1) - self.b_dec) @ self.W_enc + self.b_enc
+        return centered_linear(x.flatten(1), self.b_dec, self.W_enc, self.b_enc)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return (codes @ self.W_dec + self.b_dec).view(-1, *self.input_shape)
+        return (decode_rows(codes, self.W_dec) + self.b_dec).view(-1, *self.input_shape)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:

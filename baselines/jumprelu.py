@@ -56,8 +56,8 @@ class Step(torch.autograd.Function):
 
 @VARIANTS.register("jumprelu")
 class JumpReLUSAE(LinearSAE):
-    def __init__(self, input_shape, n_latents, l0_coeff: float = 0.1, bandwidth: float = 0.05,
-                 threshold_init: float = 0.05, threshold_lr_mult: float = 1.0):
+    def __init__(self, input_shape, n_latents, l0_coeff: float = 0.2, bandwidth: float = 0.05,
+                 threshold_init: float = 0.1, threshold_lr_mult: float = 1.0):
         super().__init__(input_shape, n_latents)
         self.l0_coeff = l0_coeff
         self.bandwidth = bandwidth
@@ -75,8 +75,7 @@ class JumpReLUSAE(LinearSAE):
         return (self.threshold_lr_mult * self.scaled_log_threshold).exp()
 
     def activations(self, x):
-        # The paper applies a ReLU before the jump: with θ > 0 it changes no code, but it keeps
-        # negative pre-activations out of the threshold's estimator window.
+        # A ReLU before the jump, as in the paper's pseudo-code: with θ > 0 it changes no code.
         return self.pre_activation(x).relu()
 
     def encode(self, x):
@@ -88,6 +87,7 @@ class JumpReLUSAE(LinearSAE):
     def l0(self, x) -> torch.Tensor:
         """Mean count of active latents per sample, with the STE gradient to θ."""
         cached_x, pre = self._last_pre if self._last_pre is not None else (None, None)
+        self._last_pre = None  # hold no autograd graph beyond the step (and keep the model copyable)
         if cached_x is not x:  # loss called on a batch encode did not just see
             pre = self.activations(x)
         return Step.apply(pre, self.threshold, self.bandwidth).sum(1).mean()

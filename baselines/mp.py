@@ -21,7 +21,8 @@ from torch import nn
 from benchmark.registry import VARIANTS
 from benchmark.variant import SAE
 
-from baselines._linear import squared_error
+from baselines._linear import centered_linear, squared_error
+from baselines._sparse import decode_rows, row_sparse_codes
 
 
 @VARIANTS.register("mp")
@@ -36,6 +37,8 @@ class MatchingPursuitSAE(SAE):
         self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
 
     def set_inference_k(self, k: int) -> None:
+        if k < 1:
+            raise ValueError(f"mp needs at least one pursuit step, got k={k}")
         self.k = int(k)
 
     def dictionary(self) -> torch.Tensor:
@@ -45,18 +48,21 @@ class MatchingPursuitSAE(SAE):
 
     def encode(self, x):
         atoms = self.dictionary()
-        correlations = (x.flatten(1) - self.b_dec) @ atoms.t()  # (B, K): <r_0, d_j>
+        correlations = centered_linear(x.flatten(1), self.b_dec, atoms.t())  # (B, K): <r_0, d_j>
         gram = atoms @ atoms.t()
-        codes = torch.zeros_like(correlations)
+        chosen, coefs = [], []
         for _ in range(self.k):
             selected = correlations.argmax(1, keepdim=True)
             coef = correlations.gather(1, selected).relu()
-            codes = codes.scatter_add(1, selected, coef)  # an atom picked twice accumulates
             correlations = correlations - coef * gram[selected.squeeze(1)]
-        return codes
+            chosen.append(selected)
+            coefs.append(coef)
+        # An atom selected twice accumulates its coefficients (scatter_add); the codes carry
+        # their support so that decoding gathers k atoms per row.
+        return row_sparse_codes(torch.cat(chosen, 1), torch.cat(coefs, 1), self.n_latents)
 
     def decode(self, codes):
-        return (codes @ self.dictionary() + self.b_dec).view(-1, *self.input_shape)
+        return (decode_rows(codes, self.dictionary()) + self.b_dec).view(-1, *self.input_shape)
 
     def loss(self, x, x_hat, codes):
         mse = squared_error(x, x_hat)
@@ -72,4 +78,5 @@ class MatchingPursuitSAE(SAE):
 
     @torch.no_grad()
     def atoms(self):
-        return self.dictionary().reshape(self.n_latents, *self.input_shape).clone()
+        # The stored rows, unit-norm after every `after_step` (what `unit_norm_atoms` promises).
+        return self.W_dec.detach().reshape(self.n_latents, *self.input_shape).clone()

@@ -40,7 +40,8 @@ class SupervisedSAE(SAE):
         self.register_buffer("first_value", first_value)  # global index of each factor's value 0
         # Positive init: a negative entry would start behind the ReLU, with no gradient.
         self.embeddings = nn.Parameter(torch.rand(n_values, block_dim))
-        self.W_dec = nn.Parameter(torch.randn(n_latents, self.input_dim) / n_latents**0.5)
+        # Small decoder: the model starts near the mean image (b_dec), not at noise.
+        self.W_dec = nn.Parameter(torch.randn(n_latents, self.input_dim) * 0.01)
         self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
 
     @classmethod

@@ -5,12 +5,14 @@ import torch
 from benchmark.registry import VARIANTS
 
 from baselines._linear import LinearSAE, squared_error
+from baselines._sparse import decode_rows, row_sparse_codes
 
 
 def keep_topk(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """ReLU of the k largest entries of each row, zeros elsewhere."""
+    """ReLU of the k largest entries of each row, zeros elsewhere (carrying that support, so
+    that decoding gathers k atoms per row instead of multiplying by all of them)."""
     values, indices = pre.topk(k, dim=1)
-    return torch.zeros_like(pre).scatter(1, indices, values.relu())
+    return row_sparse_codes(indices, values.relu(), pre.shape[1])
 
 
 @VARIANTS.register("topk")
@@ -43,13 +45,14 @@ class TopKSAE(LinearSAE):
         return codes
 
     def aux_loss(self, x, x_hat):
+        pre, self._pre = self._pre, None  # used once: keep no autograd graph past the step
         dead = self.steps_since_fired >= self.dead_steps
-        if self._pre is None or not bool(dead.any()):
+        if pre is None or not bool(dead.any()):
             return x_hat.new_zeros(())
         residual = (x - x_hat).detach().flatten(1)
         k = min(self.aux_k, int(dead.sum()))
-        dead_pre = self._pre.masked_fill(~dead, float("-inf"))
-        residual_hat = keep_topk(dead_pre, k) @ self.W_dec
+        dead_pre = pre.masked_fill(~dead, float("-inf"))
+        residual_hat = decode_rows(keep_topk(dead_pre, k), self.W_dec)
         return (residual - residual_hat).pow(2).sum(1).mean()
 
     def loss(self, x, x_hat, codes):

@@ -6,6 +6,8 @@ from pathlib import Path
 from benchmark.config import load_preset, preset_names
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS, TASKS, VARIANTS
+from benchmark.perf import add_perf
+from benchmark.compare import add_compare
 
 DEFAULT_OUT = Path("results")
 
@@ -17,6 +19,13 @@ def leaderboard_path(out_dir: Path, explicit: Path | None) -> Path:
     return Path("leaderboard.md") if Path(out_dir) == DEFAULT_OUT else Path(out_dir) / "leaderboard.md"
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 # ----- run -----
 def add_run(sub):
     p = sub.add_parser("run", help="train and evaluate a grid of variants × tasks × seeds",
@@ -24,7 +33,10 @@ def add_run(sub):
                        "(once per seed), score it on every selected task, append to results.csv "
                        "and regenerate the leaderboard. Finished cells are skipped unless --force.")
     p.add_argument("--all", action="store_true", help="every registered variant and every task of the preset")
-    p.add_argument("--variant", nargs="+", metavar="NAME", help="variant name(s) (see `list`)")
+    p.add_argument("--variant", nargs="+", metavar="NAME", help="variant name(s) (see `list`), or an external "
+                   "variant: path/to/file.py:Class or package.module:Class (checked against the contract first)")
+    p.add_argument("--config", type=Path, metavar="FILE.yaml", help="hyperparameters of the external variant(s); "
+                   "format in benchmark/submission.py and examples/my_variant.yaml")
     p.add_argument("--task", nargs="+", metavar="NAME", help="task name(s) (default: all of the preset)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(preset_names())}, or a path to a YAML file (default: default)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: the preset's)")
@@ -35,6 +47,12 @@ def add_run(sub):
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder: results.csv, plots/, cache/ (default: results)")
     p.add_argument("--leaderboard", type=Path, help="leaderboard file to regenerate (default: leaderboard.md for results/, else OUT/leaderboard.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cell-timeout", type=positive_float, metavar="SECONDS", help="time limit of one cell "
+                   "(training + its tasks; default: the preset's cell_timeout, else 600); past it, an error row")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="cells run at the same time, one process and one "
+                   "CPU thread each (default: 1)")
+    p.add_argument("--in-process", action="store_true", help="run cells in this process, not in time-limited "
+                   "child processes (for debuggers and profilers; a crash then ends the run)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -47,7 +65,9 @@ def cmd_run(args) -> int:
     preset = load_preset(args.preset)
     options = RunOptions(preset=preset, variants=args.variant, tasks=args.task, seeds=args.seeds,
                          device=args.device, out_dir=args.out, data_root=args.data_root,
-                         download=args.download, force=args.force, progress=not args.no_progress)
+                         download=args.download, force=args.force, progress=not args.no_progress,
+                         variant_config=args.config, cell_timeout=args.cell_timeout,
+                         isolate=not args.in_process, jobs=args.jobs)
     runner = Runner(options)
     summary = runner.run()
     board = write_leaderboard(runner.results.path, leaderboard_path(args.out, args.leaderboard), args.out / "plots")
@@ -110,7 +130,7 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-COMMANDS = [add_run, add_list, add_leaderboard]
+COMMANDS = [add_run, add_list, add_leaderboard, add_perf, add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,5 +146,6 @@ def main(argv=None) -> int:
     try:
         return args.handler(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # one line per problem
+            print(f"error: {line}", file=sys.stderr)
         return 2

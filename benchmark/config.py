@@ -17,6 +17,7 @@ A preset YAML has these keys:
       reconstruction: {datasets: [patches32, digits8]}
     variants:                           # variant -> hyperparameters (`train` overrides allowed)
       relu: {l1_coeff: 0.3}
+    cell_timeout: 600                   # optional: seconds one cell may take (--cell-timeout)
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from benchmark.registry import TASKS, VARIANTS
 from benchmark.training import TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
-TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants"}
+TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants", "cell_timeout"}
 HARNESS_DATASET_KEYS = {"n_latents", "train", "variants"}
 TRAIN_KEYS = {"epochs", "batch_size", "lr"}
 
@@ -43,6 +44,7 @@ class Preset:
     datasets: dict[str, dict]
     tasks: dict[str, dict]
     variants: dict[str, dict]
+    cell_timeout: float | None = None  # None: the runner's default
 
     def dataset_build_config(self, dataset: str) -> dict:
         return {k: v for k, v in self.datasets[dataset].items() if k not in HARNESS_DATASET_KEYS}
@@ -130,6 +132,9 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         missing = [d for d in listed if d not in datasets]
         if missing:
             _fail(source, f"task {task!r} names dataset(s) {missing} not defined under 'datasets'")
+    cell_timeout = raw.get("cell_timeout")
+    if cell_timeout is not None and (not isinstance(cell_timeout, (int, float)) or cell_timeout <= 0):
+        _fail(source, "'cell_timeout' must be a positive number of seconds")
     n_latents = raw.get("n_latents", 256)
     if not isinstance(n_latents, int) or n_latents < 1:
         _fail(source, "'n_latents' must be a positive integer")
@@ -142,6 +147,7 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         datasets=datasets,
         tasks=tasks,
         variants=variants,
+        cell_timeout=cell_timeout,
     )
 
 

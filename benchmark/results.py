@@ -102,11 +102,18 @@ class ResultsFile:
         frame = read_results(self.path)
         return set(frame.loc[frame["status"].isin(FINISHED), "config_hash"])
 
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files left by a writer killed before its rename. Only a lock holder writes
+        one, and we hold the lock: any that exists is stale (never read: it is not results.csv)."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
     def write(self, rows: list[dict]) -> None:
         """Replace the rows of every config_hash in `rows`, atomically."""
         if not rows:
             return
         with self._locked():
+            self._remove_stale_temporaries()
             frame = read_results(self.path)
             replaced = {row["config_hash"] for row in rows}
             frame = frame[~frame["config_hash"].isin(replaced)]

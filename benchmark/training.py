@@ -34,6 +34,19 @@ def _batch_concepts(dataset: Dataset, idx):
     return None if dataset.train_concepts is None else dataset.train_concepts[idx]
 
 
+def training_step(model: SAE, optimiser: torch.optim.Optimizer, x: torch.Tensor,
+                  concepts: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimiser step on the batch `x`; returns the detached loss (no device sync).
+    `benchmark perf` times exactly this function."""
+    codes = encode_batch(model, x, concepts)
+    loss, _ = model.loss(x, model.decode(codes), codes)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    model.after_step()
+    return loss.detach()
+
+
 def train_model(
     model: SAE,
     dataset: Dataset,
@@ -63,14 +76,8 @@ def train_model(
         total = torch.zeros((), device=x_train.device)
         for lo in range(0, n, cfg.batch_size):
             idx = perm[lo : lo + cfg.batch_size]
-            x = x_train[idx]
-            codes = encode_batch(model, x, _batch_concepts(dataset, idx))
-            loss, _ = model.loss(x, model.decode(codes), codes)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            model.after_step()
-            total += loss.detach() * idx.numel()
+            loss = training_step(model, optimiser, x_train[idx], _batch_concepts(dataset, idx))
+            total += loss * idx.numel()
         epoch_loss = float(total) / n  # one device sync per epoch
         if not torch.isfinite(torch.tensor(epoch_loss)):
             raise TrainingDiverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")

@@ -6,7 +6,8 @@ E_k(h, w) = Σ_c |a_k[c, h, w]|, p = E / ΣE, H_k = −Σ p log2 p (0·log 0 = 0
 has 0 bits, a uniform one log2(H·W). `entropy_norm` = H / log2(H·W) puts both image sizes on
 [0, 1]. `color_purity` (colour data only): the largest |cosine| between the atom's colour vector
 (the leading left singular vector of a_k reshaped C×(H·W)) and the red, green, blue and grey
-axes; 1 for a single-channel or grey atom.
+axes (grey = (1,1,1)/√3); 1 for a pure red, green, blue or grey atom, √(2/3) for yellow.
+Omitted for single-channel data. `alive_atoms`: how many atoms the means are over.
 
 Atoms come from `model.atoms()` (the decoder's impulse response unless the variant has an
 explicit dictionary), so every variant, including nonlinear decoders, is measured the same way.
@@ -29,7 +30,7 @@ from tasks._activity import artifact_file, encode_all, firing_order, saved_cells
 # Unit colour axes: an atom whose colour vector lies on one of them is colour-pure.
 COLOUR_AXES = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
 COLOUR_AXES = COLOUR_AXES / COLOUR_AXES.norm(dim=1, keepdim=True)
-GALLERY_ATOMS = 16  # the most frequently active atoms shown per variant
+GALLERY_ATOMS = 12  # the most frequently active atoms shown per variant
 ARTIFACT_SUFFIX = ".pt"
 
 
@@ -67,6 +68,13 @@ def display_atoms(atoms: torch.Tensor) -> torch.Tensor:
     black or white: shape, sign and colour stay visible whatever the atom's norm."""
     scale = atoms.abs().flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
     return (0.5 + 0.5 * atoms / scale).clamp(0, 1)
+
+
+def atom_grid(atoms: torch.Tensor) -> torch.Tensor:
+    """One row of displayed atoms, enlarged by whole pixels to about 32 pixels per atom."""
+    zoom = max(1, 32 // atoms.shape[-1])
+    atoms = display_atoms(atoms).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2)
+    return make_grid(atoms, nrow=GALLERY_ATOMS, padding=1, pad_value=1.0)
 
 
 @TASKS.register("atom_entropy")
@@ -117,10 +125,13 @@ class AtomEntropy(Task):
 
     @staticmethod
     def _gallery_figure(dataset_name, variants, bits, path):
-        fig, axes = plt.subplots(len(variants), 1, figsize=(8, 0.75 * len(variants) + 0.4), squeeze=False)
-        for ax, (variant, seeds) in zip(axes[:, 0], sorted(variants.items())):
-            atoms = torch.load(seeds[min(seeds)])["atoms"].float()  # the lowest seed: deterministic
-            grid = make_grid(display_atoms(atoms), nrow=GALLERY_ATOMS, padding=1, pad_value=1.0)
+        grids = {variant: atom_grid(torch.load(seeds[min(seeds)])["atoms"].float())  # lowest seed
+                 for variant, seeds in sorted(variants.items())}
+        height, width = next(iter(grids.values())).shape[1:]
+        # About one screen pixel per grid pixel: sharp, and the file stays small.
+        fig, axes = plt.subplots(len(grids), 1, squeeze=False,
+                                 figsize=(max(5.0, width / 100 + 0.2), len(grids) * (height / 100 + 0.22) + 0.3))
+        for ax, (variant, grid) in zip(axes[:, 0], grids.items()):
             ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.set_title(f"{variant}: {bits[variant]:.2f} bits (mean over alive atoms)", fontsize=8, loc="left")
             ax.axis("off")

@@ -28,6 +28,8 @@ from benchmark.task import Task
 from benchmark.training import TrainedModel
 from benchmark.variant import encode_batch
 
+from tasks._common import pooled_r2, psnr_db
+
 CHUNK = 1024  # samples per encode/decode call: bounded memory on large dictionaries
 REFERENCES = ("additive-pixels", "ridge-mask")
 
@@ -35,11 +37,9 @@ REFERENCES = ("additive-pixels", "ridge-mask")
 # ----- metrics -----
 def heldout_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
     x, x_hat = x.flatten(1).double(), x_hat.flatten(1).double()
-    squared_error = (x - x_hat).pow(2)
-    total = (x - x.mean(0)).pow(2).sum()
     return {
-        "heldout_r2": float(1 - squared_error.sum() / total),
-        "heldout_psnr_db": float(-10 * torch.log10(squared_error.mean())),
+        "heldout_r2": pooled_r2(x, x_hat),
+        "heldout_psnr_db": psnr_db(float((x - x_hat).pow(2).mean())),
         "heldout_cos": float(F.cosine_similarity(x_hat, x, dim=1).mean()),
     }
 
@@ -196,6 +196,5 @@ def _draw(samples: dict[str, dict], scores: pd.Series, dataset: str, path: Path)
     ax.set_yticks([(i + 0.5) * row_height for i in range(len(rows))], [name for name, _ in rows], fontsize=8)
     ax.set_xticks([])
     ax.set_title(f"composition on {dataset}: held-out tuples", fontsize=9)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")

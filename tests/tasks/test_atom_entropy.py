@@ -123,7 +123,7 @@ def test_evaluate_averages_over_alive_atoms_only(tmp_path):
 
 
 def test_registered_under_its_name():
-    assert TASKS.get("atom_entropy") in (AtomEntropy, ) or isinstance(TASKS.get("atom_entropy"), AtomEntropy)
+    assert TASKS.get("atom_entropy") is AtomEntropy
 
 
 def test_non_image_data_is_skipped():

@@ -9,8 +9,8 @@ from benchmark.data import Dataset
 from benchmark.registry import TASKS, VARIANTS
 from benchmark.training import TrainedModel
 from tasks._activity import firing_order
-from tasks.intervention import (ALPHAS, Intervention, PooledR2, chosen_latents, edit_effects,
-                                edit_strength, strength_cv)
+from tasks.intervention import (ALPHAS, Intervention, PooledR2, chosen_latents, decode_edits,
+                                edit_effects, strength_cv, unit_edit_strength)
 from tests.tasks._toys import AffineToy, image_dataset, trained_variant
 
 SHAPE = (3, 4, 4)
@@ -85,14 +85,30 @@ def test_r2_color_ignores_what_averages_out_within_each_channel():
 
 
 # ----- strength -----
-def test_strength_is_the_effect_of_one_typical_activation():
-    # Atom norm 2, scale 3, no clamping: ‖Δ‖ = |α|·3·2, so 6 per unit α whatever α. (Per unit
-    # of code, ‖Δ‖ / (|α|·s), would give the atom norm, 2, for every unit-norm dictionary.)
-    dictionary = torch.zeros(1, *SHAPE)
-    dictionary[0, 0, 0, 0] = 2.0
-    actual, _ = edit_effects(linear_decoder(dictionary, torch.zeros(SHAPE)), torch.zeros(5, 1), 0, 3.0,
-                             ALPHAS, clamp=False)
-    assert edit_strength(actual, ALPHAS).item() == pytest.approx(6.0)
+def test_strength_is_the_clamped_effect_of_one_typical_activation():
+    # Latent 0: one pixel at 0.1, scale 3, around mid-grey: ‖Δ‖ = 0.3 (per unit of code it would
+    # be the atom norm, 0.1, the same for every unit-norm dictionary whatever its codes).
+    # Latent 1: one pixel at 1.0 on a pixel at 0.9: clamp01 cuts the change to 0.1.
+    dictionary = torch.zeros(2, *SHAPE)
+    dictionary[0, 0, 0, 0], dictionary[1, 1, 2, 2] = 0.1, 1.0
+    bias = torch.full(SHAPE, 0.5)
+    bias[1, 2, 2] = 0.9
+    decode = linear_decoder(dictionary, bias)
+    codes = torch.zeros(5, 2)
+    assert unit_edit_strength(decode, codes, [0], [3.0]) == pytest.approx(0.3)
+    assert unit_edit_strength(decode, codes, [1], [1.0]) == pytest.approx(0.1)
+    assert unit_edit_strength(decode, codes, [0, 1], [3.0, 1.0]) == pytest.approx(0.2)
+
+
+def test_batched_edits_equal_one_decode_per_edit():
+    dictionary, bias, codes = mid_grey_setting()
+    decode = lambda z: torch.sigmoid(linear_decoder(dictionary, bias)(z) * 30)  # noqa: E731
+    batched = decode_edits(decode, codes, [2, 0], [0.7, 1.3], [-1.0, 0.5])
+    for i, (k, s) in enumerate([(2, 0.7), (0, 1.3)]):
+        for j, m in enumerate([-1.0, 0.5]):
+            edited = codes.clone()
+            edited[:, k] += m * s
+            torch.testing.assert_close(batched[i, j], decode(edited))
 
 
 def test_strength_cv_of_known_traces():
@@ -100,6 +116,7 @@ def test_strength_cv_of_known_traces():
     assert strength_cv([100.0, 7.0, 1.0, 3.0]) == pytest.approx(0.5)  # second half [1, 3]: std 1, mean 2
     assert strength_cv([9.0, 2.0, 4.0]) == pytest.approx(1 / 3)  # epochs 2..3 of 3
     assert strength_cv([1.0, 2.0]) is None and strength_cv([1.0]) is None  # one value: no spread
+    assert strength_cv([1.0, 2.0, float("nan"), 3.0]) is None  # an epoch with no active latent
 
 
 # ----- latent choice -----
@@ -161,7 +178,7 @@ def test_epoch_callback_measures_mean_typical_activation_times_atom_norm():
 def test_non_image_data_is_skipped():
     vectors = Dataset(name="vec", train=torch.rand(4, 10), test=torch.rand(4, 10), config={})
     assert "needs images" in Intervention().skip_reason(VARIANTS.get("relu"), vectors)
-    assert "intervention" in TASKS.names()
+    assert TASKS.get("intervention") is Intervention
 
 
 # ----- every registered variant -----

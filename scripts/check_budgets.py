@@ -1,0 +1,58 @@
+"""Check the presets' time budgets (SPEC section 9): run the whole suite the way a user would
+(`python -m benchmark run --all --preset P --force`, a fresh process, into a temporary folder)
+and compare its wall time with the budget. Exit 1 when a preset is over its budget or the run
+failed, so CI can use it.
+
+    python scripts/check_budgets.py              # smoke (60 s)
+    python scripts/check_budgets.py --default    # smoke, then default (15 min)
+
+The budgets are for 2 CPU cores with nothing else running; on a busy machine the wall time is
+longer than the suite's own cost (the script prints the process's CPU time beside it).
+"""
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUDGETS_S = {"smoke": 60, "default": 15 * 60}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_preset(preset: str) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the run's processes, exit code) of one full run."""
+    with tempfile.TemporaryDirectory(prefix=f"budget-{preset}-") as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        code = subprocess.call(
+            [sys.executable, "-m", "benchmark", "run", "--all", "--preset", preset, "--force",
+             "--no-progress", "--device", "cpu", "--out", out],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, code
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default", action="store_true", help="also run the default preset (up to 15 min)")
+    args = parser.parse_args(argv)
+    presets = ["smoke"] + (["default"] if args.default else [])
+    failed = False
+    for preset in presets:
+        wall, cpu, code = run_preset(preset)
+        budget = BUDGETS_S[preset]
+        over = wall > budget
+        verdict = "run FAILED" if code else ("OVER BUDGET" if over else "ok")
+        print(f"{preset}: {wall:.1f} s wall, {cpu:.1f} s CPU (budget {budget} s wall on 2 cores): {verdict}")
+        failed |= bool(code) or over
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""BatchTopK: k·B codes across the training batch, and the calibrated inference threshold."""
+import pytest
+import torch
+
+from baselines.batchtopk import BatchTopKSAE, keep_batch_topk
+
+
+def test_keeps_exactly_k_times_batch_codes_in_training():
+    pre = torch.rand(6, 20) + 0.1  # all positive: every kept value is non-zero
+    codes = keep_batch_topk(pre, 3)
+    assert int((codes != 0).sum()) == 3 * 6
+    assert torch.equal(codes[codes != 0].sort().values, pre.flatten().topk(18).values.sort().values)
+
+
+def test_codes_per_sample_follow_the_batch_not_k():
+    # One sample with much larger activations takes every slot of the batch's budget.
+    pre = torch.rand(4, 8)
+    pre[0] += 10
+    codes = keep_batch_topk(pre, 2)
+    assert (codes != 0).sum(1).tolist() == [8, 0, 0, 0]
+
+
+def model_with(k=2, n_latents=8, decay=0.5):
+    return BatchTopKSAE((4,), n_latents, k=k, max_k_factor=2, threshold_decay=decay)
+
+
+def test_thresholds_track_the_jB_th_largest_activation():
+    model = model_with().train()
+    first = torch.arange(32.0).view(4, 8)  # batch of 4: the (j·4)-th largest, j = 1..4
+    model.select(first)
+    assert model.thresholds.tolist() == [28.0, 24.0, 20.0, 16.0]
+    model.select(first + 4)  # EMA with decay 0.5: halfway to the new values
+    assert model.thresholds.tolist() == [30.0, 26.0, 22.0, 18.0]
+
+
+def test_eval_thresholds_each_sample_alone_and_follows_inference_k():
+    model = model_with().train()
+    model.select(torch.arange(32.0).view(4, 8))  # thresholds [28, 24, 20, 16]
+    model.eval()
+    sample = torch.arange(8.0).view(1, 8) * 3  # 0, 3, ..., 21
+    assert (model.select(sample) != 0).sum().item() == 0  # nothing above 24 (k = 2)...
+    sample[0, 7] = 25.0
+    assert model.select(sample)[0].nonzero().flatten().tolist() == [7]  # ...until one is
+    model.set_inference_k(4)  # threshold 16: 18 and 25 pass
+    assert model.select(sample)[0].nonzero().flatten().tolist() == [6, 7]
+
+
+def test_uncalibrated_eval_falls_back_to_per_sample_topk():
+    model = model_with(k=3).eval()
+    codes = model.select(torch.rand(5, 8) + 0.1)
+    assert ((codes != 0).sum(1) == 3).all()
+
+
+def test_inference_k_is_limited_to_the_calibrated_range():
+    model = model_with(k=2)
+    with pytest.raises(ValueError):
+        model.set_inference_k(model.max_k + 1)
