@@ -66,7 +66,7 @@ class LinearSAE(SAE):
         atoms = torch.randn(n_latents, self.input_dim)
         atoms = atoms / atoms.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(atoms)
-        self.W_enc = nn.Parameter(atoms.t().clone())
+        self.W_enc = nn.Parameter(atoms.t().contiguous())  # row-major, the layout of its gradient: no copy per step
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
         self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
 

@@ -20,7 +20,7 @@ SPARSE_DECODE_MIN_RATIO = 16
 def row_sparse_codes(indices: torch.Tensor, values: torch.Tensor, n_latents: int) -> torch.Tensor:
     """Dense (B, n_latents) codes with values[b, j] added at column indices[b, j] (a repeated
     index accumulates), carrying that support for `decode_rows`."""
-    codes = values.new_zeros(values.shape[0], n_latents).scatter_add(1, indices, values)
+    codes = values.new_zeros(values.shape[0], n_latents).scatter_add_(1, indices, values)  # no copy
     codes.row_support = (indices, values, codes._version)
     return codes
 

@@ -22,6 +22,7 @@ from benchmark.registry import VARIANTS
 from benchmark.variant import SAE
 
 from baselines._linear import centered_linear, squared_error
+from baselines._pursuit import gram_matrix, pursuit_steps
 from baselines._sparse import decode_rows, row_sparse_codes
 
 
@@ -49,17 +50,11 @@ class MatchingPursuitSAE(SAE):
     def encode(self, x):
         atoms = self.dictionary()
         correlations = centered_linear(x.flatten(1), self.b_dec, atoms.t())  # (B, K): <r_0, d_j>
-        gram = atoms @ atoms.t()
-        chosen, coefs = [], []
-        for _ in range(self.k):
-            selected = correlations.argmax(1, keepdim=True)
-            coef = correlations.gather(1, selected).relu()
-            correlations = correlations - coef * gram[selected.squeeze(1)]
-            chosen.append(selected)
-            coefs.append(coef)
+        # The k steps, c <- c - coef·G[selected], with a hand-written backward (baselines/_pursuit.py).
+        chosen, coefs = pursuit_steps(correlations, gram_matrix(atoms), self.k)
         # An atom selected twice accumulates its coefficients (scatter_add); the codes carry
         # their support so that decoding gathers k atoms per row.
-        return row_sparse_codes(torch.cat(chosen, 1), torch.cat(coefs, 1), self.n_latents)
+        return row_sparse_codes(chosen, coefs, self.n_latents)
 
     def decode(self, codes):
         return (decode_rows(codes, self.dictionary()) + self.b_dec).view(-1, *self.input_shape)

@@ -4,14 +4,20 @@ Unsupervised variants compose in code space. With c_v the mean code of the train
 whose factor i has value v, z̄ the mean training code and m the number of factors, a held-out
 tuple (v_1..v_m) gets ẑ = Σ_i c_{v_i} − (m − 1)·z̄ and x̂ = decode(ẑ): the main-effects
 (additive) model of the codes, which is exact when codes are additive in the concepts and the
-training tuples are balanced. Variants that take concept labels (`supervised`) encode the
-held-out labels themselves. Reference rows, no SAE: `additive-pixels` (the same arithmetic on
-pixels) and `ridge-mask` (ridge regression from the one-hot concept mask to pixels).
+training tuples are balanced (pairwise independent factors). Through an affine decoder,
+decode(ẑ) is exactly that arithmetic applied to the model's reconstructions, so such SAEs score
+close to `additive-pixels`, minus their reconstruction error. Variants that take concept
+labels (`supervised`) encode the held-out labels themselves. Reference rows, no SAE:
+`additive-pixels` (the same arithmetic on pixels) and `ridge-mask` (ridge regression from the
+one-hot concept mask to pixels; exact on additive data even when unbalanced).
 
 Metrics on the held-out test images: `heldout_r2` = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² (x̄ the
 per-dimension held-out mean; sklearn's r2_score with multioutput="variance_weighted"),
 `heldout_psnr_db` = 10·log10(1 / pooled MSE) (peak 1, x̂ not clipped), `heldout_cos` = mean
 cosine between flattened x̂ and x.
+
+Task config keys: `ridge_alpha` (default 1.0), `n_plot_samples` (held-out images per row of
+the figure, default 8); the runner adds `artifact_dir`, `model_name` and `seed`.
 """
 import re
 from pathlib import Path
@@ -97,9 +103,13 @@ def ridge_mask(dataset: Dataset, alpha: float) -> torch.Tensor:
 
 
 # ----- samples for the figure -----
+def _safe(name) -> str:
+    """A file-name-safe form (external variants are named by paths)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+
+
 def _artifact_path(directory, dataset: str, variant: str, seed) -> Path:
-    safe = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s))  # noqa: E731 (external variants: paths)
-    return Path(directory) / f"composition__{safe(dataset)}__{safe(variant)}__seed{safe(seed)}.pt"
+    return Path(directory) / f"composition__{_safe(dataset)}__{_safe(variant)}__seed{_safe(seed)}.pt"
 
 
 def save_samples(config: dict, dataset: Dataset, variant: str, composed: torch.Tensor) -> None:
@@ -152,14 +162,15 @@ class Composition(Task):
         return rows
 
     def plots(self, results: pd.DataFrame, plot_dir: Path) -> list[tuple[str, Path]]:
-        """One figure per dataset: true held-out images, then each variant's composed images."""
+        """One figure per dataset: true held-out images, then each row's composed images, read
+        from the samples `evaluate` saved in plot_dir/artifacts (the runner's artifact_dir)."""
         ok = results[(results.task == self.name) & (results.status == "ok")]
         figures = []
         for dataset in sorted(ok.dataset.unique()):
             scores = ok[(ok.dataset == dataset) & (ok.metric == "heldout_r2")].groupby("variant").value.mean()
             samples = _load_samples(Path(plot_dir) / "artifacts", dataset, set(scores.index))
             if samples:
-                path = Path(plot_dir) / f"composition_{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset)}.png"
+                path = Path(plot_dir) / f"composition_{_safe(dataset)}.png"
                 _draw(samples, scores, dataset, path)
                 figures.append((f"Unseen concept tuples composed ({dataset}): true images, then each row's x̂", path))
         return figures

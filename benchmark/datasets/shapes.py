@@ -13,6 +13,9 @@ Either way every single concept value still appears in training (checked).
 Training images: `renderings` renderings of each training tuple, each with a uniform position
 jitter of ±`position_jitter` px and Gaussian colour jitter (std `colour_jitter`, clipped).
 Test images: one canonical (un-jittered) rendering of each held-out tuple, in sorted tuple order.
+`size` (pixels per side) should be a multiple of 4 so that the `conv` variant applies.
+The `seed` fixes the split and the jitter; truth keeps factor names and sizes, value names,
+and the train and held-out tuples.
 """
 import itertools
 

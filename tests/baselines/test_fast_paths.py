@@ -148,3 +148,14 @@ def test_mp_encoder_is_the_same_with_and_without_a_graph():
     with torch.no_grad():
         in_place = model.encode(x)
     assert torch.equal(model.encode(x).detach(), in_place)
+
+
+def test_pursuit_backward_passes_gradcheck():
+    from baselines._pursuit import gram_matrix, pursuit_steps
+
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.nn.functional.normalize(torch.randn(12, 5, generator=g, dtype=torch.float64), dim=1)
+    atoms.requires_grad_()
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: gram_matrix(a), (atoms,))
+    assert torch.autograd.gradcheck(lambda x_, a: pursuit_steps(x_ @ a.t(), gram_matrix(a), 4)[1], (x, atoms))

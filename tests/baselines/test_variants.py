@@ -30,9 +30,11 @@ def tiny_dataset(n: int = 64) -> Dataset:
                    truth={"factor_sizes": list(FACTOR_SIZES)})
 
 
+SMOKE = load_preset("smoke")
+
+
 def smoke_hparams(name: str) -> dict:
-    preset = load_preset("smoke")
-    hparams = preset.variant_hparams(name, PRESET_DATASET) if name in preset.variants else {}
+    hparams = SMOKE.variant_hparams(name, PRESET_DATASET) if name in SMOKE.variants else {}
     hparams.pop("match_params_of", None)
     return hparams
 
