@@ -229,9 +229,14 @@ def cmd_perf(args) -> int:
           f"input {'x'.join(map(str, args.input_shape))}; best of {args.steps} steps, each after a "
           f"{args.peak_size}² torch.mm peak sample (ratios within this run; other load on the machine "
           "slows both alike)")
-    rows, extras = [], []
+    rows, extras, failed = [], [], []
     for name in names:
-        row, extra = measure_variant(name, x, args.n_latents, peak, args.steps)
+        try:
+            row, extra = measure_variant(name, x, args.n_latents, peak, args.steps)
+        except Exception as err:  # one broken variant (e.g. out of memory) must not stop the rest
+            failed.append(name)
+            print(f"  {name}: error: {type(err).__name__}: {err}", flush=True)
+            continue
         rows.append(row)
         extras.append(extra)
         print(f"  {name}: {row.samples_per_s:.1f} samples/s, {row.frac_of_peak:.0%} of peak", flush=True)
@@ -242,4 +247,4 @@ def cmd_perf(args) -> int:
         from benchmark.peers import run_peer_comparison
 
         run_peer_comparison(args, x, args.out.with_name(args.out.stem + "_peers.csv"))
-    return 0
+    return 1 if failed else 0

@@ -134,7 +134,7 @@ def rho_of(dataset_name: str) -> float | None:
 @TASKS.register("correlated_recovery")
 class CorrelatedRecovery(Task):
     description = ("Recovery of a known dictionary with correlated atoms (Hungarian-matched "
-                   "|cosine|), support F1, and monotone reconstruction under adaptive k")
+                   "|cosine|), support F1, and monotone reconstruction under adaptive k.")
     metrics = {"mmcs": True, "recovery_90": True, "support_f1": True, "coherence": False,
                "monotone_frac": True}
     headline = "recovery_90"

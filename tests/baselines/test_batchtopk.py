@@ -55,3 +55,13 @@ def test_inference_k_is_limited_to_the_calibrated_range():
     model = model_with(k=2)
     with pytest.raises(ValueError):
         model.set_inference_k(model.max_k + 1)
+
+
+def test_training_encode_keeps_k_times_batch_codes():
+    torch.manual_seed(0)
+    model = BatchTopKSAE((4,), 16, k=3).train()
+    with torch.no_grad():
+        model.b_enc.fill_(10.0)  # every pre-activation positive
+    codes = model.encode(torch.randn(6, 4))
+    assert int((codes != 0).sum()) == 3 * 6
+    assert bool(model.calibrated)

@@ -39,7 +39,7 @@ def random_case(seed):
     return model, x
 
 
-SEEDS = range(60)
+SEEDS = range(30)
 
 
 def test_codes_equal_a_plain_pursuit_loop():
@@ -59,7 +59,7 @@ def test_residual_norm_never_grows():
         model, x = random_case(seed)
         previous = (x - model.b_dec).norm(dim=1)
         with torch.no_grad():
-            for k in range(1, 2 * model.k + 1):
+            for k in range(1, model.k + 4):  # a few steps past the trained k too
                 model.set_inference_k(k)
                 residual = (x - model.decode(model.encode(x))).norm(dim=1)
                 assert (residual <= previous + 1e-9).all(), f"seed {seed}, step {k}"
@@ -81,7 +81,7 @@ def test_orthonormal_dictionary_keeps_the_k_largest_positive_correlations():
 def test_gradients_match_a_differentiable_plain_loop():
     # Training is end to end through the unrolled steps: the Gram-matrix route must give the
     # same gradients as backpropagating through the plain loop (on normalised atoms).
-    for seed in range(5):
+    for seed in range(3):
         model, x = random_case(seed)
         with torch.no_grad():
             model.W_dec.mul_(1.5)  # off the unit sphere, so the normalisation's gradient counts

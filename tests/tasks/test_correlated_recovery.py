@@ -202,6 +202,8 @@ def test_headline_dataset_is_the_highest_rho_correlated_instance():
 def test_datasets_without_a_true_dictionary_are_skipped():
     data = correlated(0.0)
     assert TASK.dataset_skip_reason(data) is None
+    assert TASK.skip_reason(VARIANTS.get("mp"), data) is None
+    assert "requires image" in TASK.skip_reason(VARIANTS.get("tensor"), data)  # vectors, not images
     data.truth = {}
     assert "no true dictionary" in TASK.dataset_skip_reason(data)
 
