@@ -155,7 +155,7 @@ class Runner:
         external = [name for name, spec in self.variant_specs.items() if is_external(spec)]
         if not external:
             raise UserError("--config sets the hyperparameters of external variants (--variant FILE.py:Class); none was given")
-        config = load_variant_config(path, list(self.preset.datasets))
+        config = load_variant_config(path, list(self.preset.datasets), repr(self.preset.name))
         self.preset = with_variant_config(self.preset, external, config)
 
     def variant_class(self, name: str) -> type:

@@ -202,7 +202,7 @@ def as_variant(cls: type, name: str) -> type:
 TRAIN_KEYS = {"epochs", "batch_size", "lr"}
 
 
-def load_variant_config(path: Path, dataset_names: list[str]) -> dict:
+def load_variant_config(path: Path, dataset_names: list[str], preset_name: str = "the preset") -> dict:
     """Read and validate a variant config YAML; every problem is one line of the UserError.
 
     Format (every key optional):
@@ -234,7 +234,7 @@ def load_variant_config(path: Path, dataset_names: list[str]) -> dict:
         per_dataset = {}
     for dataset in per_dataset:
         if dataset not in dataset_names:
-            problems.append(f"dataset {dataset!r} is not one this run uses ({', '.join(dataset_names)})")
+            problems.append(f"dataset {dataset!r} is not in preset {preset_name} (its datasets: {', '.join(dataset_names)})")
     entries = [("top level", raw)] + [(f"dataset {d!r}", v or {}) for d, v in per_dataset.items()]
     for where, entry in entries:
         train = entry.get("train") or {}

@@ -118,3 +118,9 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert main(["compare", good, str(tmp_path / "mixed.csv"), "--preset", "smoke"]) == 0
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--help"])
+    assert exit_.value.code == 0 and "regression" in capsys.readouterr().out

@@ -90,7 +90,7 @@ def test_a_config_problem_is_refused_line_by_line(tmp_path, capsys):
     config.write_text("l1_coeff: 0.1\ntrain: {epochs: 1, momentum: 0.9}\ndatasets: {mnist: {l1_coeff: 1}}\n")
     lines = contract_failure(tmp_path, capsys, "--variant", broken("Tiny"), "--config", str(config))
     assert len(lines) == 2, lines
-    assert "dataset 'mnist' is not one this run uses (digits8)" in lines[0] + lines[1]
+    assert "dataset 'mnist' is not in preset 'tiny' (its datasets: digits8)" in lines[0] + lines[1]
     assert "'train' must be a mapping with keys among" in lines[0] + lines[1]
 
 
