@@ -5,19 +5,14 @@ in the preset), never hard-coded.
 """
 from benchmark.registry import VARIANTS
 
-from baselines._linear import LinearSAE, squared_error
+from baselines.relu import ReluSAE
 
 
 @VARIANTS.register("dense")
-class DenseSAE(LinearSAE):
-    def __init__(self, input_shape, n_latents, l1_coeff: float = 0.3):
-        super().__init__(input_shape, n_latents)
-        self.l1_coeff = l1_coeff
+class DenseSAE(ReluSAE):
+    unit_norm_atoms = True  # renormalised after every step, as in Tensor-SAE's reference code
 
-    def encode(self, x):
-        return self.pre_activation(x).relu()
-
-    def loss(self, x, x_hat, codes):
-        mse = squared_error(x, x_hat)
-        l1 = codes.abs().sum(1).mean()
-        return mse + self.l1_coeff * l1, {"mse": mse.detach(), "l1": l1.detach()}
+    def l1_penalty(self, codes):
+        # Plain L1, as Tensor-SAE's loss: with unit-norm atoms no norm weighting is needed, and
+        # weighting would send a gradient through the norms that renormalisation then undoes.
+        return codes.abs().sum(1).mean()

@@ -16,7 +16,10 @@ class ReluSAE(LinearSAE):
     def encode(self, x):
         return self.pre_activation(x).relu()
 
+    def l1_penalty(self, codes):
+        return (codes * self.W_dec.norm(dim=1)).sum(1).mean()
+
     def loss(self, x, x_hat, codes):
         mse = squared_error(x, x_hat)
-        l1 = (codes * self.W_dec.norm(dim=1)).sum(1).mean()
+        l1 = self.l1_penalty(codes)
         return mse + self.l1_coeff * l1, {"mse": mse.detach(), "l1": l1.detach()}

@@ -1,22 +1,8 @@
-"""Helpers shared by the atom and intervention tasks: codes of a split, firing counts, and the
-folder where tasks keep what their plots need (the leaderboard only hands `plots()` the results
-table)."""
+"""Helpers shared by the atom and intervention tasks: firing counts, and the folder where
+tasks keep what their plots need (the leaderboard only hands `plots()` the results table)."""
 from pathlib import Path
 
 import torch
-
-from benchmark.variant import SAE, encode_batch
-
-
-@torch.no_grad()
-def encode_all(model: SAE, x: torch.Tensor, concepts: torch.Tensor | None = None,
-               chunk: int = 512) -> torch.Tensor:
-    """Codes of every row of `x`, in chunks so a big test split never meets a big encoder at once."""
-    parts = []
-    for lo in range(0, x.shape[0], chunk):
-        part_concepts = None if concepts is None else concepts[lo : lo + chunk]
-        parts.append(encode_batch(model, x[lo : lo + chunk], part_concepts))
-    return torch.cat(parts)
 
 
 def firing_order(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

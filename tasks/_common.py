@@ -6,16 +6,21 @@ from benchmark.variant import SAE, encode_batch
 
 
 @torch.no_grad()
-def encode_test(model: SAE, dataset: Dataset, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes, reconstructions) of the whole test split, in batches."""
-    codes, recons = [], []
-    for lo in range(0, dataset.test.shape[0], batch_size):
-        x = dataset.test[lo : lo + batch_size]
-        concepts = None if dataset.test_concepts is None else dataset.test_concepts[lo : lo + batch_size]
-        z = encode_batch(model, x, concepts)
-        codes.append(z)
-        recons.append(model.decode(z))
-    return torch.cat(codes), torch.cat(recons)
+def encode_all(model: SAE, x: torch.Tensor, concepts: torch.Tensor | None = None,
+               chunk: int = 512) -> torch.Tensor:
+    """Codes of every row of `x`, in chunks so a big test split never meets a big encoder at once."""
+    parts = []
+    for lo in range(0, x.shape[0], chunk):
+        part_concepts = None if concepts is None else concepts[lo : lo + chunk]
+        parts.append(encode_batch(model, x[lo : lo + chunk], part_concepts))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def encode_test(model: SAE, dataset: Dataset, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, reconstructions) of the whole test split."""
+    codes = encode_all(model, dataset.test, dataset.test_concepts, chunk)
+    return codes, torch.cat([model.decode(part) for part in codes.split(chunk)])
 
 
 def pooled_r2(target: torch.Tensor, prediction: torch.Tensor) -> float:

@@ -20,12 +20,12 @@ import torch
 
 matplotlib.use("Agg")  # no display on CI machines
 import matplotlib.pyplot as plt  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 from benchmark.registry import TASKS  # noqa: E402
 from benchmark.task import Task  # noqa: E402
 
-from tasks._activity import artifact_file, encode_all, firing_order, saved_cells  # noqa: E402
+from tasks._activity import artifact_file, firing_order, saved_cells  # noqa: E402
+from tasks._common import encode_all  # noqa: E402
 
 # Unit colour axes: an atom whose colour vector lies on one of them is colour-pure.
 COLOUR_AXES = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
@@ -72,6 +72,8 @@ def display_atoms(atoms: torch.Tensor) -> torch.Tensor:
 
 def atom_grid(atoms: torch.Tensor) -> torch.Tensor:
     """One row of displayed atoms, enlarged by whole pixels to about 32 pixels per atom."""
+    from torchvision.utils import make_grid  # lazily: importing torchvision costs seconds
+
     zoom = max(1, 32 // atoms.shape[-1])
     atoms = display_atoms(atoms).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2)
     return make_grid(atoms, nrow=GALLERY_ATOMS, padding=1, pad_value=1.0)

@@ -42,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 from benchmark.registry import TASKS
 from benchmark.task import Task
 
-from tasks._activity import encode_all
+from tasks._common import encode_all
 
 RECOVERY_THRESHOLD = 0.9
 TIE_MARGIN = 1e-6  # "closer to it than to any other" must hold beyond float rounding; a tie is ambiguous

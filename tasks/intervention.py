@@ -44,7 +44,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from benchmark.registry import TASKS  # noqa: E402
 from benchmark.task import Task  # noqa: E402
 
-from tasks._activity import artifact_file, encode_all, firing_order, saved_cells  # noqa: E402
+from tasks._activity import artifact_file, firing_order, saved_cells  # noqa: E402
+from tasks._common import encode_all  # noqa: E402
 
 N_IMAGES = 64
 N_LATENTS = 16
