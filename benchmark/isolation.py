@@ -11,11 +11,18 @@ when the device is CUDA (a CUDA context does not survive a fork). Children compu
 thread: GNU OpenMP (PyTorch's CPU thread pool) deadlocks in a forked child once the parent has
 used it, and one thread per process is also what `jobs` > 1 wants. Children are killed if the
 parent dies (Linux), so a `kill -9` of the run leaves no orphan training on.
+
+A forked child starts from the parent's memory, so what the parent has not imported, every
+child imports again: e.g. torch.optim imports torch._dynamo (and sympy) on the first optimizer
+built, 1-2 s. The parent therefore imports whatever its forked children imported, once, and
+later children inherit it.
 """
 import ctypes
+import importlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -58,16 +65,30 @@ def _child_main(conn, fn, args, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
+    if os.environ.get("EXP_CHILD_GC_OFF"):
+        import gc; gc.disable()
+    modules_before = set(sys.modules)
     try:
         message = ("value", fn(*args))
     except BaseException as err:  # noqa: BLE001 - even SystemExit: the parent gets a reason
         message = ("raised", short_error(err))
+    imported = [name for name in sys.modules if name not in modules_before]
     try:
-        conn.send(message)
+        conn.send((*message, imported))
     except Exception as err:  # e.g. a value that cannot be pickled
-        conn.send(("raised", f"could not send the result back: {short_error(err)}"))
+        conn.send(("raised", f"could not send the result back: {short_error(err)}", imported))
     finally:
         conn.close()
+
+
+def _import_in_parent(names: list[str]) -> None:
+    """Import what a forked child imported, so that the next children inherit it."""
+    for name in names:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # noqa: BLE001 - e.g. a module generated in the child's temp dir
+                pass
 
 
 def _death_reason(exitcode: int | None) -> str:
@@ -84,17 +105,20 @@ class _Running:
     def __init__(self, job: Job, context, timeout: float):
         self.job = job
         self.timeout = timeout
+        if os.environ.get("EXP_FREEZE"):
+            import gc; gc.freeze()
         self.conn, child_conn = context.Pipe(duplex=False)
         self.process = context.Process(target=_child_main, args=(child_conn, job.fn, job.args, os.getpid()),
                                        name=f"cell-{job.key}")
         self.process.start()
         child_conn.close()  # the child holds the only writer: EOF here means it is gone
         self.deadline = time.monotonic() + timeout
+        self.imported: list[str] = []  # modules the child imported
 
     def collect(self) -> Outcome:
         """The outcome once `conn` is readable (a message, or EOF when the child died)."""
         try:
-            kind, payload = self.conn.recv()
+            kind, payload, self.imported = self.conn.recv()
         except (EOFError, OSError):
             self.process.join()
             return Outcome(error=_death_reason(self.process.exitcode))
@@ -129,7 +153,10 @@ def run_jobs(jobs: Iterable[Job], *, timeout: float, method: str, parallel: int 
             for r in list(running):
                 if r.conn.poll():
                     running.remove(r)
-                    yield r.job, r.collect()
+                    outcome = r.collect()
+                    if method == "fork":
+                        _import_in_parent(r.imported)
+                    yield r.job, outcome
                 elif now >= r.deadline:
                     running.remove(r)
                     r.kill()

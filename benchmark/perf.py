@@ -157,7 +157,12 @@ def measure_variant(name: str, x: torch.Tensor, n_latents: int, peak: MatmulPeak
         gflops=gflops(flops, best), peak_gflops=best_peak, frac_of_peak=gflops(flops, best) / best_peak,
         torch_version=torch.__version__, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    return row, {"step_s": best, "step_gflop": flops / 1e9, "step_s_median": sorted(step_seconds)[len(step_seconds) // 2]}
+    median_step, median_peak = _median(step_seconds), _median(peaks)
+    return row, {"step_s": best, "step_gflop": flops / 1e9, "frac_median": gflops(flops, median_step) / median_peak}
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def device_name(device: torch.device) -> str:
@@ -176,10 +181,10 @@ def write_csv(rows: list[PerfRow], path: Path) -> None:
 
 def format_table(rows: list[PerfRow], extras: list[dict]) -> str:
     lines = [f"{'variant':12s} {'step s':>8s} {'GFLOP/step':>10s} {'samples/s':>10s} {'GFLOP/s':>8s} "
-             f"{'peak':>7s} {'of peak':>7s}"]
+             f"{'peak':>7s} {'of peak':>7s} {'(median)':>8s}"]
     for r, e in zip(rows, extras):
         lines.append(f"{r.variant:12s} {e['step_s']:8.3f} {e['step_gflop']:10.1f} {r.samples_per_s:10.1f} "
-                     f"{r.gflops:8.1f} {r.peak_gflops:7.1f} {r.frac_of_peak:7.0%}")
+                     f"{r.gflops:8.1f} {r.peak_gflops:7.1f} {r.frac_of_peak:7.0%} {e['frac_median']:8.0%}")
     return "\n".join(lines)
 
 
@@ -197,10 +202,11 @@ def add_perf(sub):
     p.add_argument("--input-shape", type=int, nargs="+", default=[3, 32, 32], metavar="N", help="default: 3 32 32")
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant, best of (default: 3)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="default: cpu")
-    p.add_argument("--peak-size", type=int, default=2048, help="n of the n×n torch.mm peak (default: 2048)")
+    p.add_argument("--peak-size", type=int, default=4096, help="n of the n×n torch.mm peak (default: 4096)")
     p.add_argument("--peers", action="store_true", help="also compare topk and mp with overcomplete's TopKSAE and MpSAE")
     p.add_argument("--peer-encode-batch", type=int, default=1024, help="batch of the MP encode comparison (default: 1024)")
     p.add_argument("--peer-k", type=int, default=32, help="k of the peer comparison (default: 32)")
+    p.add_argument("--peer-repeats", type=int, default=5, help="timed calls of each side (default: 5)")
     p.add_argument("--out", type=Path, default=Path("results/perf.csv"), help="default: results/perf.csv")
     p.set_defaults(handler=cmd_perf)
 

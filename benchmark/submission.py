@@ -36,7 +36,7 @@ OPTIONAL_MEMBERS = ("requires", "input_dim", "forward", "latent_step", "configur
                     "after_step", "supports_inference_k", "set_inference_k", "atoms")
 KNOWN_CAPABILITIES = {"image", "concepts"}
 
-_resolved: dict[str, type] = {}  # spec -> class, so a file is imported once per process
+_resolved: dict[tuple[str, str], type] = {}  # (spec, source hash) -> class: a file is imported once per version
 
 
 def is_external(spec: str) -> bool:
@@ -90,16 +90,23 @@ def resolve_variant(spec: str) -> type:
     """The class for a registered name or an external FILE:CLASS / module:Class.
 
     Every problem that can be seen without running the class (a missing file, a syntax error, no
-    such class, not an nn.Module, a missing method) is one line of the UserError."""
-    if spec not in _resolved:
-        if not is_external(spec):
-            _resolved[spec] = VARIANTS.get(spec)
-        else:
-            cls, problems = _load_external(spec)
-            if problems:
-                raise UserError("\n".join(f"{variant_name(spec)}: {p}" for p in problems))
-            _resolved[spec] = as_variant(cls, variant_name(spec))
-    return _resolved[spec]
+    such class, not an nn.Module, a missing method) is one line of the UserError. A file edited
+    since it was loaded is loaded again (a module:Class is imported once per process)."""
+    if not is_external(spec):
+        return VARIANTS.get(spec)
+    key = (spec, _file_hash(spec))
+    if key not in _resolved:
+        cls, problems = _load_external(spec)
+        if problems:
+            raise UserError("\n".join(f"{variant_name(spec)}: {p}" for p in problems))
+        _resolved[key] = as_variant(cls, variant_name(spec))
+    return _resolved[key]
+
+
+def _file_hash(spec: str) -> str:
+    target, _, is_file = _split(spec)
+    path = Path(target)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if is_file and path.is_file() else ""
 
 
 def _load_external(spec: str) -> tuple[type | None, list[str]]:
@@ -123,7 +130,8 @@ def _import_file(path: Path):
     if path.suffix != ".py":
         raise UserError(f"{path} is not a Python file (.py)")
     path = path.resolve()
-    module_name = f"_submission_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    version = hashlib.sha256(str(path).encode() + path.read_bytes()).hexdigest()[:12]
+    module_name = f"_submission_{path.stem}_{version}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     # Its own folder goes on the path (last, so it shadows nothing) for helpers beside it.

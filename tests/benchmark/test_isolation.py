@@ -4,6 +4,7 @@ import faulthandler
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -65,6 +66,22 @@ def test_parallel_jobs_overlap_and_all_come_back():
     got = outcomes([Job(i, sleep_then, (0.5, i)) for i in range(4)], timeout=30, parallel=4)
     assert sorted(o.value for o in got.values()) == [0, 1, 2, 3]
     assert time.monotonic() - start < 1.9  # four half-second jobs, at once
+
+
+def import_module(name):
+    __import__(name)
+
+
+def test_the_parent_imports_what_a_forked_child_imported(tmp_path, monkeypatch):
+    """So that the next children inherit it instead of importing it again (torch.optim imports
+    torch._dynamo on the first optimizer: 1-2 s per child otherwise)."""
+    (tmp_path / "lazily_imported_xyz.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lazily_imported_xyz", raising=False)
+    got = outcomes([Job("import", import_module, ("lazily_imported_xyz",))], timeout=30)
+    assert got["import"].error is None
+    assert "lazily_imported_xyz" in sys.modules
+    sys.modules.pop("lazily_imported_xyz")
 
 
 def send_pid_and_sleep(conn):
@@ -132,13 +149,13 @@ def test_failing_cells_become_error_rows_and_the_grid_runs_on(tmp_path, capsys):
 
 def test_a_child_gives_the_same_numbers_as_the_parent(tmp_path):
     """Isolation changes where a cell runs, not what it computes: 'fork', 'spawn' (the CUDA
-    path, exercised here on the CPU) and in-process runs agree (the in-process run with one CPU
-    thread, like the children)."""
+    path, exercised here on the CPU: the child imports the submitted file afresh) and in-process
+    runs agree (the in-process run with one CPU thread, like the children)."""
     preset = load_preset(str(write_preset(tmp_path)))
     frames = {}
     for mode in ["fork", "spawn", "in-process"]:
         out = tmp_path / mode
-        options = RunOptions(preset=preset, variants=["relu"], out_dir=out, progress=False,
+        options = RunOptions(preset=preset, variants=[broken("Tiny")], out_dir=out, progress=False,
                              isolate=mode != "in-process", start_method=None if mode == "in-process" else mode)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

@@ -172,6 +172,8 @@ def test_an_edited_submission_is_run_again(tmp_path, capsys):
     assert "0 task cells already finished" in capsys.readouterr().out
     frame = pd.read_csv(out / "results.csv")
     assert frame["config_hash"].nunique() == 2  # the old rows stay beside the new ones
+    old, new = (rows.set_index("metric")["value"] for _, rows in frame.groupby("config_hash", sort=False))
+    assert old["l0"] != new["l0"]  # and come from the edited code
 
 
 def images(n=64, shape=(1, 8, 8)):
