@@ -17,9 +17,13 @@ class TensorSAE(SAE):
         super().__init__(input_shape, n_latents)
         channels, height, width = self.input_shape
         self.l1_coeff = l1_coeff
-        self.colour = nn.Parameter(torch.randn(n_latents, channels))
-        self.rows = nn.Parameter(torch.randn(n_latents, height))
-        self.cols = nn.Parameter(torch.randn(n_latents, width))
+        # Unit-norm factors from the start, as the dense baselines' unit-norm atoms: the forward
+        # normalises anyway, but with randn factors (norm ≈ √H) Adam's fixed-size steps turn the
+        # directions ~√H times slower (patches32, 6 epochs: R² 0.29 instead of 0.73).
+        unit = lambda n: nn.functional.normalize(torch.randn(n_latents, n), dim=1)  # noqa: E731
+        self.colour = nn.Parameter(unit(channels))
+        self.rows = nn.Parameter(unit(height))
+        self.cols = nn.Parameter(unit(width))
         self.b_dec = nn.Parameter(torch.zeros(self.input_shape))
         # Tied init, as for the dense baselines: the encoder starts as the atoms' transpose.
         with torch.no_grad():

@@ -49,8 +49,8 @@ def add_run(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--cell-timeout", type=positive_float, metavar="SECONDS", help="time limit of one cell "
                    "(training + its tasks; default: the preset's cell_timeout, else 600); past it, an error row")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="cells run at the same time, one process and one "
-                   "CPU thread each (default: 1)")
+    p.add_argument("--jobs", type=int, metavar="N", help="cells run at the same time, one process and one "
+                   "CPU thread each (default: one per available CPU core, at most 8; 1 on CUDA)")
     p.add_argument("--in-process", action="store_true", help="run cells in this process, not in time-limited "
                    "child processes (for debuggers and profilers; a crash then ends the run)")
     p.set_defaults(handler=cmd_run)

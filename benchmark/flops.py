@@ -4,10 +4,14 @@ fvcore counts one multiply-add as one flop, and counts matrix products and convo
 (element-wise operations are not counted). We report its count as-is and say so.
 """
 import logging
+import warnings
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
+
+with warnings.catch_warnings():  # fvcore's focal loss calls the deprecated torch.jit.script at import
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
 from benchmark.variant import SAE, encode_batch
 

@@ -65,8 +65,6 @@ def _child_main(conn, fn, args, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
-    if os.environ.get("EXP_CHILD_GC_OFF"):
-        import gc; gc.disable()
     modules_before = set(sys.modules)
     try:
         message = ("value", fn(*args))
@@ -105,8 +103,6 @@ class _Running:
     def __init__(self, job: Job, context, timeout: float):
         self.job = job
         self.timeout = timeout
-        if os.environ.get("EXP_FREEZE"):
-            import gc; gc.freeze()
         self.conn, child_conn = context.Pipe(duplex=False)
         self.process = context.Process(target=_child_main, args=(child_conn, job.fn, job.args, os.getpid()),
                                        name=f"cell-{job.key}")

@@ -110,12 +110,17 @@ class Leaderboard:
             ranks[task.name] = rows["mean"].rank(ascending=not higher)
             for v in variants:
                 cells[v].append(cell_text(rows, v, best, self.status_of(task.name, dataset, v)))
-        mean_rank = ranks.mean(axis=1, skipna=True)
+        # A rank from a single task would put a specialist (e.g. `supervised`, which only
+        # `composition` can score) above variants scored everywhere: rank only variants that
+        # have a value in at least half the columns.
+        enough = ranks.notna().sum(axis=1) >= max(1, -(-len(columns) // 2))
+        mean_rank = ranks.mean(axis=1, skipna=True).where(enough)
         order = mean_rank.sort_values(na_position="last").index
         overall = mean_rank.rank(method="min")
         table = [[v, *cells[v], f"{int(overall[v])}" if pd.notna(overall[v]) else ""] for v in order]
         note = ("Mean ± std over seeds; best in bold (↑ higher is better, ↓ lower). Overall rank: "
-                "the mean of a variant's ranks over the columns it has a value in.")
+                "the order of a variant's mean rank over the columns it has a value in, given to "
+                "variants with a value in at least half the columns.")
         return "## Summary\n\n" + note + "\n\n" + markdown_table(header + ["overall rank"], table)
 
     def task_section(self, task) -> str:

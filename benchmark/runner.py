@@ -8,6 +8,7 @@ contract before anything is trained (benchmark/contract.py).
 """
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class RunOptions:
     variant_config: Path | None = None  # --config: hyperparameters of the external variants
     cell_timeout: float | None = None  # seconds per cell; None: the preset's, else DEFAULT_CELL_TIMEOUT
     isolate: bool = True  # False: cells run in this process (debugging; no time limit)
-    jobs: int = 1  # cells run at the same time (each child computes with one CPU thread)
+    jobs: int | None = None  # cells run at the same time (each child computes with one CPU thread)
     start_method: str | None = None  # None: 'fork' on CPU, 'spawn' on CUDA (tests force 'spawn')
 
 
@@ -97,6 +98,14 @@ class RunSummary:
                                    f"{row['seed']}: {row['message']}")
 
 
+def default_jobs(device: str) -> int:
+    """One cell per available core on the CPU (each child computes with one thread, so the
+    cores are used without oversubscription); one at a time on a GPU, which a cell fills."""
+    if device == "cuda":
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,7 +138,8 @@ class Runner:
         self._on_device: dict[str, Dataset] = {}
         self.cell_timeout = float(options.cell_timeout or getattr(self.preset, "cell_timeout", None)
                                   or DEFAULT_CELL_TIMEOUT)
-        if self.cell_timeout <= 0 or options.jobs < 1:
+        self.jobs = default_jobs(self.device) if options.jobs is None else options.jobs
+        if self.cell_timeout <= 0 or self.jobs < 1:
             raise UserError("--cell-timeout must be positive and --jobs at least 1")
 
     def _resolve_variants(self, specs: list[str]) -> dict[str, str]:
@@ -154,7 +164,8 @@ class Runner:
     def _apply_variant_config(self, path: Path) -> None:
         external = [name for name, spec in self.variant_specs.items() if is_external(spec)]
         if not external:
-            raise UserError("--config sets the hyperparameters of external variants (--variant FILE.py:Class); none was given")
+            raise UserError("--config sets the hyperparameters of external variants "
+                            "(--variant FILE.py:Class); none was given")
         config = load_variant_config(path, list(self.preset.datasets), repr(self.preset.name))
         self.preset = with_variant_config(self.preset, external, config)
 
@@ -233,7 +244,7 @@ class Runner:
         key = spec.key(sorted(callbacks))
         trained = self.cache.load(key, model)
         if trained is None:
-            progress = self.options.progress and self.options.jobs == 1  # parallel bars would garble
+            progress = self.options.progress and self.jobs == 1  # parallel bars would garble
             trained = train_model(model, dataset, spec.train, cell.seed, callbacks, progress)
             self.cache.save(key, trained)
         return trained
@@ -329,7 +340,7 @@ class Runner:
         if not self.options.isolate:
             return run_in_process(jobs)
         method = self.options.start_method or start_method(self.device)
-        return run_jobs(jobs, timeout=self.cell_timeout, method=method, parallel=self.options.jobs)
+        return run_jobs(jobs, timeout=self.cell_timeout, method=method, parallel=self.jobs)
 
     def _cell_jobs(self, cells: list[Cell], finished: set[str], summary: RunSummary, bar):
         """A child-process job per cell that has something to train; the rows of the others

@@ -242,7 +242,8 @@ def load_variant_config(path: Path, dataset_names: list[str], preset_name: str =
         per_dataset = {}
     for dataset in per_dataset:
         if dataset not in dataset_names:
-            problems.append(f"dataset {dataset!r} is not in preset {preset_name} (its datasets: {', '.join(dataset_names)})")
+            known = ", ".join(dataset_names)
+            problems.append(f"dataset {dataset!r} is not in preset {preset_name} (its datasets: {known})")
     entries = [("top level", raw)] + [(f"dataset {d!r}", v or {}) for d, v in per_dataset.items()]
     for where, entry in entries:
         train = entry.get("train") or {}

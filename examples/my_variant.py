@@ -20,11 +20,12 @@ class GatedSAE(SAE):
         π_gate = (x - b_dec) W_gate + b_gate
         codes  = 1[π_gate > 0] · ReLU((x - b_dec) W_mag + b_mag)
         x̂      = codes W_dec + b_dec
-        loss   = ‖x - x̂‖² + λ ‖ReLU(π_gate)‖₁ + ‖x - (ReLU(π_gate) W_dec + b_dec)‖²   (frozen decoder)
+        loss   = ‖x - x̂‖² + λ ‖ReLU(π_gate)‖₁ + ‖x - x̂_frozen(ReLU(π_gate))‖²
 
-    The gate's step function has no gradient, so the L1 term and the auxiliary reconstruction
-    (through a frozen copy of the decoder) are what train W_gate and b_gate. Decoder rows (the
-    atoms) are kept at unit norm, so the L1 term needs no weighting by atom norms.
+    where x̂_frozen decodes with a frozen (detached) copy of the decoder. The gate's step function
+    has no gradient, so the L1 term and that auxiliary reconstruction are what train W_gate and
+    b_gate. Decoder rows (the atoms) are kept at unit norm, so the L1 term needs no weighting by
+    atom norms.
     """
 
     def __init__(self, input_shape, n_latents, l1_coeff: float = 0.1):

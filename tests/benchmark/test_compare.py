@@ -111,8 +111,10 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, capsys):
     mixed = [*BASE, *make_rows(RunInfo("r", "c", "default", "cpu", "t"), task="reconstruction", dataset="digits8",
                                 variant="relu", seed=0, config_hash="x", metrics={"r2": 0.5}, directions=DIRECTIONS)]
     write(tmp_path / "mixed.csv", mixed)
-    cases = [(tmp_path / "absent.csv", "does not exist"), (tmp_path / "notes.csv", "is not a results CSV: no column"),
-             (tmp_path / "empty.csv", "has no rows"), (tmp_path / "mixed.csv", "holds several presets (default, smoke)")]
+    cases = [(tmp_path / "absent.csv", "does not exist"),
+             (tmp_path / "notes.csv", "is not a results CSV: no column"),
+             (tmp_path / "empty.csv", "has no rows"),
+             (tmp_path / "mixed.csv", "holds several presets (default, smoke)")]
     for path, message in cases:
         assert main(["compare", good, str(path)]) == 2
         err = capsys.readouterr().err

@@ -5,7 +5,7 @@ from benchmark.leaderboard import Leaderboard, write_leaderboard
 from benchmark.plots import pareto_front
 from benchmark.results import ResultsFile, RunInfo, make_rows
 
-DIRECTIONS = {"r2": True, "mse": False, "l0": False}
+DIRECTIONS = {"r2": True, "mse": False, "l0": False, "entropy_bits": False}
 
 
 def write(path, variant, seed, task, metrics, status="ok"):
@@ -48,3 +48,17 @@ def test_overall_rank_orders_by_mean_rank(tmp_path):
 def test_pareto_front_keeps_only_undominated_points():
     points = pd.DataFrame({"cost": [1, 2, 3, 4], "r2": [0.5, 0.4, 0.9, 0.8]})
     assert pareto_front(points, "cost", "r2")["cost"].tolist() == [1, 3]
+
+
+def test_a_variant_scored_on_too_few_columns_gets_no_overall_rank(tmp_path):
+    path = build(tmp_path)
+    for seed in (0, 1):  # a third column: 2 of 3 columns are needed for a rank
+        write(path, "relu", seed, "atom_entropy", {"entropy_bits": 9.0})
+        write(path, "topk", seed, "atom_entropy", {"entropy_bits": 8.0})
+    write(path, "special.py:Special", 0, "reconstruction", {"r2": 0.99, "mse": 0.01})  # best r2, nothing else
+    results = pd.read_csv(path, keep_default_na=False, na_values={"value": [""]})
+    summary = Leaderboard(results, "tiny-board", tmp_path / "b.md", tmp_path / "plots").summary()
+    rows = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()[4:]}
+    assert "**0.99**" in rows["special.py:Special"] and rows["special.py:Special"].endswith("|  |")
+    assert rows["topk"].endswith("| 1 |") and rows["relu"].endswith("| 2 |")
+    assert list(rows)[-1] == "special.py:Special"

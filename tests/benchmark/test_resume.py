@@ -31,21 +31,30 @@ def wait_for_rows(path: Path, process, limit: float = 60.0) -> None:
         time.sleep(0.005)
 
 
+def kill_mid_run(tmp_path: Path, preset: Path, args: list[str]) -> Path:
+    """SIGKILL a run at a random moment after its first rows landed; the output folder. A run
+    that finished before the signal tests nothing: retry in a fresh folder with a shorter delay."""
+    for attempt, longest_delay in enumerate([0.4, 0.1, 0.0]):
+        out = tmp_path / f"killed{attempt}"
+        argv = ["run", "--preset", str(preset), "--out", str(out), "--no-progress", *args]
+        cli = multiprocessing.get_context("fork").Process(target=cli_in_child, args=(argv,))
+        cli.start()
+        wait_for_rows(out / "results.csv", cli)
+        time.sleep(random.uniform(0.0, longest_delay))
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.join()
+        if cli.exitcode == -signal.SIGKILL:
+            return out
+    pytest.fail("the run always finished before it could be killed")
+
+
 def test_a_run_killed_at_a_random_moment_resumes_without_losing_or_doubling_rows(tmp_path, capsys):
     preset = write_preset(tmp_path, seeds=(0, 1, 2))  # 6 cells
     args = ["--variant", *VARIANTS]
     assert run(tmp_path / "reference", preset, *args) == 0
     reference = values(tmp_path / "reference" / "results.csv")
 
-    out = tmp_path / "killed"
-    argv = ["run", "--preset", str(preset), "--out", str(out), "--no-progress", *args]
-    cli = multiprocessing.get_context("fork").Process(target=cli_in_child, args=(argv,))
-    cli.start()
-    wait_for_rows(out / "results.csv", cli)
-    time.sleep(random.uniform(0.0, 0.4))  # the first rows landed; now any moment
-    os.kill(cli.pid, signal.SIGKILL)
-    cli.join()
-    assert cli.exitcode == -signal.SIGKILL
+    out = kill_mid_run(tmp_path, preset, args)
 
     partial = read_results(out / "results.csv")  # whole: it parses, with every column
     assert list(partial.columns) == COLUMNS and len(partial) >= 1

@@ -58,7 +58,8 @@ def test_every_problem_of_every_submission_is_its_own_line(tmp_path, capsys):
     lines = contract_failure(tmp_path, capsys, "--variant", "relu", broken("TwoProblems"), broken("NotAModule"),
                              broken("MissingLoss"))
     assert len(lines) == 2, lines
-    assert "NotAModule is not a torch.nn.Module subclass" in lines[0] and "MissingLoss does not define loss()" in lines[1]
+    assert "NotAModule is not a torch.nn.Module subclass" in lines[0]
+    assert "MissingLoss does not define loss()" in lines[1]
     lines = contract_failure(tmp_path, capsys, "--variant", "relu", broken("TwoProblems"), broken("WrongDtype"))
     assert len(lines) == 3, lines
     assert "TwoProblems on digits8: parameters that receive no gradient from the loss: unused" in lines[0]
@@ -205,3 +206,20 @@ def test_the_check_sees_a_wrong_atoms_override():
 
     assert check_on_dataset(BadAtoms, images(), 16, {}, "cpu") == [
         "atoms() returned shape (3,); expected (16, 1, 8, 8)"]
+
+
+def test_the_example_gated_sae_is_a_relu_sae_when_gate_and_magnitude_coincide():
+    """With r_mag = 0 and b_mag = b_gate both paths compute π_gate, so the codes are
+    ReLU(π_gate); shifting b_mag alone moves the magnitudes but not which latents fire."""
+    torch.manual_seed(0)
+    model = resolve_variant(EXAMPLE)((1, 8, 8), 16)
+    with torch.no_grad():
+        model.b_gate.normal_()
+        model.b_mag.copy_(model.b_gate)
+    x = torch.rand(32, 1, 8, 8)
+    pre = model.gate_pre_activation(x)
+    assert torch.allclose(model.encode(x), pre.relu())
+    with torch.no_grad():
+        model.b_mag.add_(1.0)
+    codes = model.encode(x)
+    assert torch.equal(codes > 0, pre > 0) and not torch.allclose(codes, pre.relu())
