@@ -7,6 +7,8 @@ an exception, a crash, a NaN or a timeout becomes an `error` row and the grid ru
 contract before anything is trained (benchmark/contract.py).
 """
 import copy
+import functools
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -81,7 +83,19 @@ class ModelSpec:
         return fields
 
     def key(self, callbacks: list[str]) -> str:
-        return content_hash(dict(self.identity(), callbacks=callbacks, suite_version=SUITE_VERSION))
+        return content_hash(dict(self.identity(), callbacks=callbacks, suite_version=SUITE_VERSION,
+                                 code=training_code_digest()))
+
+
+@functools.cache
+def training_code_digest() -> str:
+    """Hash of the code that builds and trains models (every built-in variant file, the variant
+    base class, the training loop): part of the model-cache key only, so that after an edit a
+    `--force` run retrains rather than reloading weights the old code produced."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "baselines").glob("*.py")) + [root / "benchmark" / "training.py",
+                                                         root / "benchmark" / "variant.py"]
+    return content_hash({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
 
 
 @dataclass
