@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,7 +58,8 @@ class RunInfo:
         import torch
 
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        return cls(f"{stamp}-{os.getpid()}", git_commit(), preset, device, torch.__version__)
+        # The random part keeps two runs started in the same second by one process apart.
+        return cls(f"{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}", git_commit(), preset, device, torch.__version__)
 
 
 def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int,

@@ -51,3 +51,7 @@ def test_the_write_leaves_no_temporary_file(tmp_path):
 def test_content_hash_ignores_key_order_and_sees_values():
     assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
     assert content_hash({"a": 1}) != content_hash({"a": 2})
+
+
+def test_two_runs_started_together_get_different_ids():
+    assert RunInfo.new("p", "cpu").run_id != RunInfo.new("p", "cpu").run_id
