@@ -52,29 +52,18 @@ def centered_linear(x, center, weight, bias=None):
     return out if bias is None else out + bias
 
 
-class LinearSAE(SAE):
-    """pre = (x - b_dec) W_enc + b_enc; x_hat = codes W_dec + b_dec.
-
-    Decoder rows are the atoms. The encoder starts as the decoder's transpose (tied init), and
-    b_dec starts at the mean training input.
-    """
+class DictionarySAE(SAE):
+    """A dictionary of atoms (the rows of W_dec, random unit-norm at first) and a decoder bias
+    b_dec that starts at the mean training input: what every SAE decoding through a free
+    dictionary shares, whatever its encoder."""
 
     unit_norm_atoms = True  # renormalise decoder rows after every step
 
     def __init__(self, input_shape, n_latents):
         super().__init__(input_shape, n_latents)
         atoms = torch.randn(n_latents, self.input_dim)
-        atoms = atoms / atoms.norm(dim=1, keepdim=True)
-        self.W_dec = nn.Parameter(atoms)
-        self.W_enc = nn.Parameter(atoms.t().contiguous())  # row-major, the layout of its gradient: no copy per step
-        self.b_enc = nn.Parameter(torch.zeros(n_latents))
+        self.W_dec = nn.Parameter(atoms / atoms.norm(dim=1, keepdim=True))
         self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
-
-    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        return centered_linear(x.flatten(1), self.b_dec, self.W_enc, self.b_enc)
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return (decode_rows(codes, self.W_dec) + self.b_dec).view(-1, *self.input_shape)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
@@ -88,3 +77,22 @@ class LinearSAE(SAE):
     @torch.no_grad()
     def atoms(self) -> torch.Tensor:
         return self.W_dec.detach().reshape(self.n_latents, *self.input_shape).clone()
+
+
+class LinearSAE(DictionarySAE):
+    """pre = (x - b_dec) W_enc + b_enc; x_hat = codes W_dec + b_dec.
+
+    The encoder starts as the decoder's transpose (tied init).
+    """
+
+    def __init__(self, input_shape, n_latents):
+        super().__init__(input_shape, n_latents)
+        # Row-major, the layout of its gradient (no copy per step); a copy, never a view of W_dec.
+        self.W_enc = nn.Parameter(self.W_dec.detach().t().clone(memory_format=torch.contiguous_format))
+        self.b_enc = nn.Parameter(torch.zeros(n_latents))
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        return centered_linear(x.flatten(1), self.b_dec, self.W_enc, self.b_enc)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return (decode_rows(codes, self.W_dec) + self.b_dec).view(-1, *self.input_shape)

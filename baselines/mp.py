@@ -19,23 +19,19 @@ import torch
 from torch import nn
 
 from benchmark.registry import VARIANTS
-from benchmark.variant import SAE
 
-from baselines._linear import centered_linear, squared_error
+from baselines._linear import DictionarySAE, centered_linear, squared_error
 from baselines._pursuit import gram_matrix, pursuit_steps
 from baselines._sparse import decode_rows, row_sparse_codes
 
 
 @VARIANTS.register("mp")
-class MatchingPursuitSAE(SAE):
-    unit_norm_atoms = True
+class MatchingPursuitSAE(DictionarySAE):
+    """No encoder weights: the unit-norm dictionary (renormalised after every step) is pursued."""
 
     def __init__(self, input_shape, n_latents, k: int = 32):
         super().__init__(input_shape, n_latents)
         self.k = int(k)
-        atoms = torch.randn(n_latents, self.input_dim)
-        self.W_dec = nn.Parameter(atoms / atoms.norm(dim=1, keepdim=True))
-        self.b_dec = nn.Parameter(torch.zeros(self.input_dim))
 
     def set_inference_k(self, k: int) -> None:
         if k < 1:
@@ -62,16 +58,3 @@ class MatchingPursuitSAE(SAE):
     def loss(self, x, x_hat, codes):
         mse = squared_error(x, x_hat)
         return mse, {"mse": mse.detach()}
-
-    @torch.no_grad()
-    def init_from_data(self, x):
-        self.b_dec.copy_(x.flatten(1).mean(0))
-
-    @torch.no_grad()
-    def after_step(self):
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
-
-    @torch.no_grad()
-    def atoms(self):
-        # The stored rows, unit-norm after every `after_step` (what `unit_norm_atoms` promises).
-        return self.W_dec.detach().reshape(self.n_latents, *self.input_shape).clone()
