@@ -291,12 +291,10 @@ class Runner:
         row = self.row_maker(cell, hashes)
         return [r for task in tasks for r in row(task, status="error", message=message)]
 
-    def train_and_evaluate(self, cell: Cell, tasks: list, hashes: dict[str, str], spec) -> list[dict]:
+    def train_and_evaluate(self, cell: Cell, tasks: list, hashes: dict[str, str], spec: ModelSpec) -> list[dict]:
         """Rows for `tasks` on one cell (run in the child). Never raises: failures become `error`
-        rows. `spec` is the cell's ModelSpec, or the exception raised while resolving it."""
+        rows."""
         try:
-            if isinstance(spec, Exception):
-                raise spec
             trained = self.train(cell, spec)
         except Exception as err:  # a failing variant is an error row; the grid runs on
             return self.error_rows(cell, tasks, hashes, f"training: {short_error(err)}")
@@ -308,17 +306,12 @@ class Runner:
                 rows += row(task, status="error", message=f"evaluation: {short_error(err)}")
         return rows
 
-    def run_cell(self, cell: Cell, tasks: list, hashes: dict[str, str], spec) -> list[dict]:
-        """Every row of one cell, in this process."""
-        skipped, runnable = self.split_skipped(cell, tasks, hashes)
-        return skipped + (self.train_and_evaluate(cell, runnable, hashes, spec) if runnable else [])
-
     def resolve(self, cell: Cell, tasks: list) -> tuple[ModelSpec | Exception, dict[str, str]]:
         """The cell's model spec (or why it cannot be built) and each task's config hash."""
         try:
             spec = self.model_spec(cell)
             key = spec.identity()
-        except Exception as err:  # reported as an error row by run_cell
+        except Exception as err:  # written as the cell's error rows by _cell_jobs
             spec, key = err, {"unresolved": short_error(err)}
         return spec, {t.name: self.config_hash(t.name, cell, key) for t in tasks}
 
