@@ -8,6 +8,7 @@ from benchmark.config import load_preset
 from benchmark.errors import UserError
 from benchmark.registry import TASKS, VARIANTS
 from benchmark.results import read_results
+from benchmark.submission import is_external
 from benchmark.task import get_task
 
 
@@ -22,7 +23,7 @@ def choose_preset(results: pd.DataFrame, preset: str | None) -> str:
 
 def is_reference(variant: str) -> bool:
     """Rows of non-SAE references (e.g. `additive-pixels`): neither registered nor external."""
-    return variant not in VARIANTS and ":" not in variant
+    return variant not in VARIANTS and not is_external(variant)
 
 
 def stats(results: pd.DataFrame) -> pd.DataFrame:
