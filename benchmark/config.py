@@ -16,22 +16,43 @@ A preset YAML has these keys:
     tasks:                              # task -> its settings; `datasets` lists where it runs
       reconstruction: {datasets: [patches32, digits8]}
     variants:                           # variant -> hyperparameters (`train` overrides allowed)
-      relu: {l1_coeff: 0.3}
+      relu: {l1_coeff: 0.3, sweep: [{l1_coeff: 0.1}, {l1_coeff: 0.3}]}
+    comparison: {l0_targets: [8, 16, 32], headline_l0: 16}   # matched-L0 targets (SPEC 6)
+    controls: {pca: {}, random-dict: {n_atoms: 1024}}         # untrained reference bases
     cell_timeout: 600                   # optional: seconds one cell may take (--cell-timeout)
+
+`sweep` (on a variant, or on a variant under a dataset's `variants`, which replaces it there) is
+the sparsity axis: a list of hyperparameter settings, each merged over the variant's other
+hyperparameters and trained as its own model. A dataset may override `l0_targets` and
+`headline_l0` (e.g. the synthetic dictionaries, whose true L0 is 4). Controls are fitted at
+every target L0 of a dataset (see controls/).
 """
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.registry import TASKS, VARIANTS
+from benchmark.registry import CONTROLS, TASKS, VARIANTS
 from benchmark.training import TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
-TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants", "cell_timeout"}
-HARNESS_DATASET_KEYS = {"n_latents", "train", "variants"}
+TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants",
+                  "cell_timeout", "comparison", "controls"}
+HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0"}
 TRAIN_KEYS = {"epochs", "batch_size", "lr"}
+COMPARISON_KEYS = {"l0_targets", "headline_l0"}
+DEFAULT_COMPARISON = {"l0_targets": [8, 16, 32], "headline_l0": 16}
+HARNESS_VARIANT_KEYS = {"train", "sweep", "match_params_of"}
+DEFAULT_SETTING = "default"  # the label of a variant's only setting when it has no sweep
+
+
+def setting_label(overrides: dict) -> str:
+    """A short, stable name of one sweep setting, e.g. "k=16" or "l1_coeff=0.3"."""
+    if not overrides:
+        return DEFAULT_SETTING
+    return ",".join(f"{k}={overrides[k]}" for k in sorted(overrides))
 
 
 @dataclass
@@ -45,6 +66,12 @@ class Preset:
     tasks: dict[str, dict]
     variants: dict[str, dict]
     cell_timeout: float | None = None  # None: the runner's default
+    comparison: dict = None  # l0_targets, headline_l0
+    controls: dict = None  # control name -> its parameters
+
+    def __post_init__(self):
+        self.comparison = dict(DEFAULT_COMPARISON, **(self.comparison or {}))
+        self.controls = dict(self.controls or {})
 
     def dataset_build_config(self, dataset: str) -> dict:
         return {k: v for k, v in self.datasets[dataset].items() if k not in HARNESS_DATASET_KEYS}
@@ -63,10 +90,30 @@ class Preset:
         return [self.variants.get(variant) or {}, overrides.get(variant) or {}]
 
     def variant_hparams(self, variant: str, dataset: str) -> dict:
+        """Hyperparameters without the sweep (and without `train`)."""
         merged = {}
         for entry in self._variant_entries(variant, dataset):
-            merged.update({k: v for k, v in entry.items() if k != "train"})
+            merged.update({k: v for k, v in entry.items() if k not in ("train", "sweep")})
         return merged
+
+    def sweep(self, variant: str, dataset: str) -> list[dict]:
+        """The variant's sparsity settings on `dataset` (a dataset's sweep replaces the
+        variant's); [{}] when it has none."""
+        sweep = [{}]
+        for entry in self._variant_entries(variant, dataset):
+            sweep = [dict(s) for s in entry.get("sweep", [])] or sweep
+        return sweep
+
+    def settings(self, variant: str, dataset: str) -> dict[str, dict]:
+        """{setting label: hyperparameters of that setting}."""
+        base = self.variant_hparams(variant, dataset)
+        return {setting_label(s): dict(base, **s) for s in self.sweep(variant, dataset)}
+
+    def l0_targets(self, dataset: str) -> list[float]:
+        return [float(t) for t in self.datasets[dataset].get("l0_targets", self.comparison["l0_targets"])]
+
+    def headline_l0(self, dataset: str) -> float:
+        return float(self.datasets[dataset].get("headline_l0", self.comparison["headline_l0"]))
 
     def train_config(self, variant: str, dataset: str) -> TrainConfig:
         merged = dict(self.train)
@@ -87,6 +134,47 @@ def _fail(source: str, why: str):
 def _check_train(source: str, where: str, train) -> None:
     if not isinstance(train, dict) or set(train) - TRAIN_KEYS:
         _fail(source, f"{where} 'train' must be a mapping with keys among {sorted(TRAIN_KEYS)}")
+
+
+def _check_targets(source: str, where: str, entry: dict) -> None:
+    targets = entry.get("l0_targets")
+    if targets is not None and (not isinstance(targets, list) or not targets or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in targets)):
+        _fail(source, f"{where} 'l0_targets' must be a non-empty list of positive numbers, got {targets!r}")
+    headline = entry.get("headline_l0")
+    if headline is not None and (not isinstance(headline, (int, float)) or isinstance(headline, bool) or headline <= 0):
+        _fail(source, f"{where} 'headline_l0' must be a positive number, got {headline!r}")
+
+
+def constructor_params(cls) -> set[str] | None:
+    """The keyword arguments a variant's constructor accepts beyond (input_shape, n_latents);
+    None when it takes **kwargs (anything goes)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"self", "input_shape", "n_latents"}
+
+
+def _check_variant_entry(source: str, where: str, variant: str, entry: dict) -> None:
+    _check_train(source, where, entry.get("train", {}) or {})
+    accepted = constructor_params(VARIANTS.get(variant))
+    unknown = lambda keys: sorted(set(keys) - accepted - HARNESS_VARIANT_KEYS) if accepted is not None else []  # noqa: E731
+    if unknown(entry):
+        _fail(source, f"{where} sets unknown hyperparameter(s) {unknown(entry)} of {variant}; "
+                      f"it accepts: {', '.join(sorted(accepted))}")
+    if "sweep" not in entry:
+        return
+    sweep = entry["sweep"]
+    if not isinstance(sweep, list) or not sweep or not all(isinstance(s, dict) and s for s in sweep):
+        _fail(source, f"{where} 'sweep' must be a non-empty list of non-empty mappings of hyperparameters")
+    for setting in sweep:
+        bad = sorted(set(setting) & HARNESS_VARIANT_KEYS) or unknown(setting)
+        if bad:
+            _fail(source, f"{where} sweep entry {setting} sets unknown hyperparameter(s) {bad} of {variant}; "
+                          f"it accepts: {', '.join(sorted(accepted or []))}")
+    labels = [setting_label(s) for s in sweep]
+    if len(set(labels)) != len(labels):
+        _fail(source, f"{where} 'sweep' repeats a setting: {labels}")
 
 
 def _mapping(source: str, raw: dict, key: str) -> dict:
@@ -119,11 +207,18 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
     datasets, tasks, variants = (_mapping(source, raw, k) for k in ("datasets", "tasks", "variants"))
     for dataset, entry in datasets.items():
         _check_train(source, f"dataset {dataset!r}", entry.get("train", {}) or {})
-        for variant in entry.get("variants", {}) or {}:
-            VARIANTS.get(variant)
+        _check_targets(source, f"dataset {dataset!r}", entry)
+        for variant, overrides in (entry.get("variants", {}) or {}).items():
+            _check_variant_entry(source, f"dataset {dataset!r} variant {variant!r}", variant, overrides or {})
     for variant, hparams in variants.items():
-        VARIANTS.get(variant)
-        _check_train(source, f"variant {variant!r}", hparams.get("train", {}) or {})
+        _check_variant_entry(source, f"variant {variant!r}", variant, hparams)
+    comparison = raw.get("comparison") or {}
+    if not isinstance(comparison, dict) or set(comparison) - COMPARISON_KEYS:
+        _fail(source, f"'comparison' must be a mapping with keys among {sorted(COMPARISON_KEYS)}")
+    _check_targets(source, "'comparison'", comparison)
+    controls = _mapping(source, raw, "controls")
+    for control in controls:
+        CONTROLS.get(control)
     for task, entry in tasks.items():
         TASKS.get(task)
         listed = entry.get("datasets")
@@ -148,6 +243,8 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         tasks=tasks,
         variants=variants,
         cell_timeout=cell_timeout,
+        comparison=comparison,
+        controls=controls,
     )
 
 

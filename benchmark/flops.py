@@ -36,7 +36,12 @@ def flops_per_sample(model: SAE, x: torch.Tensor, concepts: torch.Tensor | None 
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable parameters; for a model that is never trained (a control, a loaded
+    checkpoint), the floating-point numbers it stores (its fitted basis), so that R² per
+    parameter compares what each model has to keep."""
+    if getattr(model, "trainable", True):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() and t.dim() > 0)
 
 
 def params_of(variant_cls, input_shape, n_latents: int, hparams: dict) -> int:

@@ -58,5 +58,6 @@ class Registry:
 
 
 VARIANTS = Registry("variant", "baselines")
+CONTROLS = Registry("control", "controls")  # untrained reference bases (SPEC section 2)
 TASKS = Registry("task", "tasks")
 DATASETS = Registry("dataset", "benchmark.datasets")

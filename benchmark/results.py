@@ -1,4 +1,8 @@
-"""results.csv (SPEC section 6): long format, one row per metric, written atomically.
+"""results.csv (SPEC section 7): long format, one row per metric, written atomically.
+
+Schema 2 adds `setting` (the sparsity setting) and `l0` (the model's achieved test L0) after
+`seed`, and `converged` and `steps` (its training) after `config_hash`. A version-1 file is
+migrated when read (see `migrate_v1`); a file of an unknown version is refused.
 
 Every write rewrites the file through a temporary file and an atomic rename, under an exclusive
 lock, so a run killed at any moment (even with SIGKILL) leaves either the old or the new file,
@@ -19,12 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import SCHEMA_VERSION, SUITE_VERSION
+from benchmark.errors import UserError
 
 COLUMNS = [
     "schema_version", "run_id", "timestamp_utc", "git_commit", "suite_version", "preset",
-    "device", "torch_version", "task", "dataset", "variant", "seed", "metric", "value",
-    "higher_is_better", "status", "message", "config_hash",
+    "device", "torch_version", "task", "dataset", "variant", "seed", "setting", "l0", "metric", "value",
+    "higher_is_better", "status", "message", "config_hash", "converged", "steps",
 ]
+V1_SETTING = "default"  # the one setting every version-1 model had
 FINISHED = ("ok", "skipped")  # an `error` cell is retried by the next run
 
 
@@ -63,16 +69,20 @@ class RunInfo:
 
 
 def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int,
-              config_hash: str, metrics: dict[str, float] | None = None,
-              directions: dict[str, bool] | None = None, status: str = "ok",
-              message: str = "") -> list[dict]:
-    """One row per metric; a skipped or error cell is one row with an empty metric."""
+              config_hash: str, setting: str = V1_SETTING, l0: float = float("nan"),
+              converged: bool | None = None, steps: int | None = None,
+              metrics: dict[str, float] | None = None, directions: dict[str, bool] | None = None,
+              status: str = "ok", message: str = "") -> list[dict]:
+    """One row per metric; a skipped or error cell is one row with an empty metric. `converged`
+    and `steps` are empty where no model was trained (references, failed cells)."""
     common = dict(
         schema_version=SCHEMA_VERSION, run_id=info.run_id,
         timestamp_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         git_commit=info.git_commit, suite_version=SUITE_VERSION, preset=info.preset,
         device=info.device, torch_version=info.torch_version, task=task, dataset=dataset,
-        variant=variant, seed=seed, status=status, message=message, config_hash=config_hash,
+        variant=variant, seed=seed, setting=setting, l0=float(l0), status=status, message=message,
+        config_hash=config_hash, converged="" if converged is None else bool(converged),
+        steps="" if steps is None else int(steps),
     )
     if status != "ok":
         return [dict(common, metric="", value=float("nan"), higher_is_better="")]
@@ -82,11 +92,40 @@ def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int
     ]
 
 
+def migrate_v1(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema 1 -> 2. Version 1 trained one model per (variant, dataset, seed): its setting is
+    "default" and its L0 is what its `sparsity` row measured on the same cell (empty where the
+    cell had none). Whether it converged was never measured: `converged` False, `steps` empty.
+    The rows keep their suite_version, so the leaderboard never mixes them with newer ones."""
+    frame = frame.copy()
+    measured = frame[(frame["task"] == "sparsity") & (frame["metric"] == "l0") & (frame["status"] == "ok")]
+    l0 = measured.groupby(["dataset", "variant", "seed"])["value"].mean()
+    keys = pd.MultiIndex.from_frame(frame[["dataset", "variant", "seed"]])
+    frame["l0"] = l0.reindex(keys).to_numpy()
+    frame["setting"] = V1_SETTING
+    frame["converged"] = False
+    frame["steps"] = ""
+    frame["schema_version"] = SCHEMA_VERSION
+    return frame[COLUMNS]
+
+
 def read_results(path: Path) -> pd.DataFrame:
+    """results.csv in the current schema (a version-1 file is migrated; any other version, or a
+    file that is not a results file, is refused with one line)."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "nan", "NaN"]})
+    frame = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "nan", "NaN"], "l0": ["", "nan", "NaN"]},
+                        dtype={"setting": str, "message": str, "config_hash": str})
+    if "schema_version" not in frame.columns:
+        raise UserError(f"{path} is not a results file (no schema_version column)")
+    versions = set(pd.to_numeric(frame["schema_version"], errors="coerce"))
+    if versions == {1}:
+        return migrate_v1(frame)
+    if versions != {SCHEMA_VERSION} or set(COLUMNS) - set(frame.columns):
+        raise UserError(f"{path} has schema version(s) {sorted(map(str, versions))}; this suite reads "
+                        f"versions 1 and {SCHEMA_VERSION}: move the file away or re-run into a new --out")
+    return frame
 
 
 class ResultsFile:

@@ -1,14 +1,15 @@
-"""The grid: every (variant, dataset, seed) cell is trained once and scored by every task that
-lists its dataset; results are written cell by cell, so an interrupted run resumes.
+"""Executing the grid and recording its rows. Every (variant, setting, dataset, seed) cell is
+trained once (a control is fitted in closed form) and scored by every task that lists its
+dataset; results are written cell by cell, so an interrupted run resumes. What a run needs and
+what identifies it is planned in benchmark/plan.py.
 
 Each cell is trained and scored in a child process with a time limit (benchmark/isolation.py):
 an exception, a crash, a NaN or a timeout becomes an `error` row and the grid runs on. Only this
 (parent) process writes results.csv. External variants (FILE.py:Class) are checked against the
-contract before anything is trained (benchmark/contract.py).
+contract before anything is trained (benchmark/contract.py). Every row carries the model's
+achieved test L0, its sparsity setting, whether its training converged and its steps.
 """
 import copy
-import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,20 +18,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmark import SUITE_VERSION
 from benchmark.config import Preset
+from benchmark.contract import check_on_dataset, merge_by_dataset
+from benchmark.control import is_trainable
 from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
-from benchmark.contract import check_on_dataset, merge_by_dataset
 from benchmark.errors import UserError, short_error
-from benchmark.flops import match_n_latents, params_of
 from benchmark.isolation import Job, run_in_process, run_jobs, start_method
-from benchmark.registry import DATASETS, TASKS, VARIANTS
+from benchmark.plan import Cell, ModelSpec, Planner, training_code_digest  # noqa: F401 (re-exported)
+from benchmark.registry import CONTROLS, DATASETS, TASKS, VARIANTS
+from benchmark.results import ResultsFile, RunInfo, make_rows
 from benchmark.submission import (canonical_spec, is_external, load_variant_config, resolve_variant,
                                   source_hash, variant_name, with_variant_config)
 from benchmark.task import get_task
-from benchmark.results import ResultsFile, RunInfo, content_hash, make_rows
-from benchmark.training import ModelCache, TrainConfig, TrainedModel, train_model
+from benchmark.training import ModelCache, TrainedModel, train_model
 
 
 @dataclass
@@ -39,6 +40,8 @@ class RunOptions:
     variants: list[str] | None = None  # None: every registered variant
     tasks: list[str] | None = None  # None: every task of the preset
     seeds: list[int] | None = None  # None: the preset's seeds
+    datasets: list[str] | None = None  # None: every dataset of the selected tasks
+    controls: bool = True  # the preset's controls run beside the variants
     device: str = "auto"
     out_dir: Path = Path("results")
     data_root: Path | None = None
@@ -50,52 +53,11 @@ class RunOptions:
     isolate: bool = True  # False: cells run in this process (debugging; no time limit)
     jobs: int | None = None  # cells run at the same time (each child computes with one CPU thread)
     start_method: str | None = None  # None: 'fork' on CPU, 'spawn' on CUDA (tests force 'spawn')
+    executor: str = "local"  # "local" (child processes) or "ray"
+    ray_address: str | None = None  # None: start a local Ray instance
 
 
 DEFAULT_CELL_TIMEOUT = 600.0
-
-
-@dataclass(frozen=True)
-class Cell:
-    variant: str
-    dataset: str
-    seed: int
-
-
-@dataclass
-class ModelSpec:
-    """Everything that determines a trained model: its content hash keys the cache."""
-
-    variant: str
-    n_latents: int
-    hparams: dict
-    train: TrainConfig
-    seed: int
-    dataset_config: dict
-    source: str = ""  # hash of an external variant's file: an edited submission is a new model
-
-    def identity(self) -> dict:
-        """What the hashes see; `source` only for external variants, so that adding it left
-        the hashes of registered variants (and every existing results.csv) unchanged."""
-        fields = dict(self.__dict__, train=self.train.__dict__)
-        if not self.source:
-            del fields["source"]
-        return fields
-
-    def key(self, callbacks: list[str]) -> str:
-        return content_hash(dict(self.identity(), callbacks=callbacks, suite_version=SUITE_VERSION,
-                                 code=training_code_digest()))
-
-
-@functools.cache
-def training_code_digest() -> str:
-    """Hash of the code that builds and trains models (every built-in variant file, the variant
-    base class, the training loop): part of the model-cache key only, so that after an edit a
-    `--force` run retrains rather than reloading weights the old code produced."""
-    root = Path(__file__).resolve().parents[1]
-    files = sorted((root / "baselines").glob("*.py")) + [root / "benchmark" / "training.py",
-                                                         root / "benchmark" / "variant.py"]
-    return content_hash({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
 
 
 @dataclass
@@ -108,8 +70,8 @@ class RunSummary:
             if row["metric"] or row["status"] != "ok":
                 self.counts[row["status"]] += 1
             if row["status"] == "error":
-                self.errors.append(f"{row['task']} / {row['dataset']} / {row['variant']} / seed "
-                                   f"{row['seed']}: {row['message']}")
+                self.errors.append(f"{row['task']} / {row['dataset']} / {row['variant']} [{row['setting']}] / "
+                                   f"seed {row['seed']}: {row['message']}")
 
 
 def default_jobs(device: str) -> int:
@@ -128,6 +90,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@torch.no_grad()
+def achieved_l0(model, dataset: Dataset) -> float:
+    """The model's test L0: distinct active latents per test sample, averaged."""
+    from tasks._common import encode_all
+
+    codes = encode_all(model, dataset.test, dataset.test_concepts)
+    return float((codes != 0).sum(1).double().mean())
+
+
 class Runner:
     def __init__(self, options: RunOptions):
         self.options = options
@@ -136,20 +107,22 @@ class Runner:
         self.out_dir = Path(options.out_dir)
         self.tasks = self._select_tasks()
         self.variant_specs = self._resolve_variants(options.variants or VARIANTS.names())
-        self.variants = list(self.variant_specs)
         self.sources = {name: source_hash(spec) for name, spec in self.variant_specs.items() if is_external(spec)}
         if options.variant_config is not None:
             self._apply_variant_config(options.variant_config)
+        self.controls = [c for c in self.preset.controls if c in CONTROLS] if options.controls else []
+        self.variants = list(self.variant_specs) + self.controls
         self.seeds = options.seeds or self.preset.seeds
-        self.dataset_names = sorted({d for t in self.tasks for d in self.preset.task_datasets(t)})
+        self.dataset_names = self._select_datasets()
         for name in self.dataset_names:
             DATASETS.get(self.preset.datasets[name].get("kind", name))
+        self.planner = Planner(self.preset, self.variant_specs, self.sources)
         self.results = ResultsFile(self.out_dir / "results.csv")
         self.cache = ModelCache(self.out_dir / "cache")
         self.artifact_dir = self.out_dir / "plots" / "artifacts"
         self.info = RunInfo.new(self.preset.name, self.device)
-        self.datasets: dict[str, Dataset] = {}  # on the CPU: children take theirs to the device
-        self._on_device: dict[str, Dataset] = {}
+        self.datasets: dict[tuple[str, int], Dataset] = {}  # (name, seed), on the CPU
+        self._on_device: dict[tuple[str, int], Dataset] = {}
         self.cell_timeout = float(options.cell_timeout or getattr(self.preset, "cell_timeout", None)
                                   or DEFAULT_CELL_TIMEOUT)
         self.jobs = default_jobs(self.device) if options.jobs is None else options.jobs
@@ -184,7 +157,7 @@ class Runner:
         self.preset = with_variant_config(self.preset, external, config)
 
     def variant_class(self, name: str) -> type:
-        return resolve_variant(self.variant_specs.get(name, name))
+        return self.planner.model_class(name)
 
     def _select_tasks(self) -> list[str]:
         wanted = self.options.tasks or list(self.preset.tasks)
@@ -195,24 +168,35 @@ class Runner:
                                 f"its tasks are: {', '.join(self.preset.tasks)}")
         return wanted
 
+    def _select_datasets(self) -> list[str]:
+        listed = sorted({d for t in self.tasks for d in self.preset.task_datasets(t)})
+        if self.options.datasets is None:
+            return listed
+        unknown = [d for d in self.options.datasets if d not in listed]
+        if unknown:
+            raise UserError(f"dataset(s) {', '.join(unknown)} are not used by the selected tasks of preset "
+                            f"{self.preset.name!r}; known: {', '.join(listed)}")
+        return [d for d in listed if d in self.options.datasets]
+
     # ----- set-up -----
     def load_datasets(self) -> None:
-        """Build every dataset up front: a missing one stops the run before anything is written."""
-        for name in tqdm(self.dataset_names, desc="datasets", leave=False,
-                         disable=not self.options.progress):
-            self.datasets[name] = build_dataset(name, self.preset.dataset_build_config(name),
-                                                self.options.data_root, self.options.download)
+        """Build every (dataset, seed) up front: each seed draws its own data (crops, splits,
+        dictionaries), and a missing dataset stops the run before anything is written."""
+        keys = [(name, seed) for name in self.dataset_names for seed in self.seeds]
+        for name, seed in tqdm(keys, desc="datasets", leave=False, disable=not self.options.progress):
+            self.datasets[name, seed] = build_dataset(name, self.preset.dataset_build_config(name),
+                                                      self.options.data_root, self.options.download, seed=seed)
 
-    def on_device(self, name: str) -> Dataset:
+    def on_device(self, name: str, seed: int) -> Dataset:
         """The dataset on the run's device (the same tensors on the CPU), moved once per process."""
-        if name not in self._on_device:
-            self._on_device[name] = self.datasets[name].to(self.device)
-        return self._on_device[name]
+        if (name, seed) not in self._on_device:
+            self._on_device[name, seed] = self.datasets[name, seed].to(self.device)
+        return self._on_device[name, seed]
 
-    def for_child(self, dataset_names: list[str]) -> "Runner":
+    def for_child(self, keys: list[tuple[str, int]]) -> "Runner":
         """A shallow copy holding only the datasets a child needs (what 'spawn' must pickle)."""
         child = copy.copy(self)
-        child.datasets = {name: self.datasets[name] for name in dataset_names}
+        child.datasets = {key: self.datasets[key] for key in keys}
         child._on_device = {}
         return child
 
@@ -221,40 +205,24 @@ class Runner:
         return [get_task(t) for t in names if dataset in self.preset.task_datasets(t)]
 
     def model_spec(self, cell: Cell) -> ModelSpec:
-        cls = self.variant_class(cell.variant)
-        dataset = self.datasets[cell.dataset]
-        hparams = self.preset.variant_hparams(cell.variant, cell.dataset)
-        n_latents = self.preset.n_latents_for(cell.dataset)
-        reference = hparams.pop("match_params_of", None)
-        if reference is not None:
-            n_latents = self._matched_n_latents(cls, reference, dataset, n_latents, hparams)
-        n_latents, hparams = cls.configure(dataset, n_latents, hparams)
-        return ModelSpec(cell.variant, n_latents, hparams, self.preset.train_config(cell.variant, cell.dataset),
-                         cell.seed, dataset.config, self.sources.get(cell.variant, ""))
+        return self.planner.model_spec(cell, self.datasets[cell.dataset, cell.seed])
 
-    def _matched_n_latents(self, cls, reference: str, dataset: Dataset, n_latents: int, hparams: dict) -> int:
-        """Width giving `cls` the parameter count of `reference` at n_latents. Where the
-        reference cannot run on this data (e.g. an image-only variant on vectors), no matching."""
-        ref_cls = self.variant_class(reference)
-        if set(ref_cls.requires) - dataset.capabilities():
-            return n_latents
-        ref_hparams = {k: v for k, v in self.preset.variant_hparams(reference, dataset.name).items()
-                       if k != "match_params_of"}
-        target = params_of(ref_cls, dataset.input_shape, n_latents, ref_hparams)
-        return match_n_latents(cls, dataset.input_shape, hparams, target, cls.latent_step(dataset.input_shape))
-
-    def config_hash(self, task: str, cell: Cell, spec_or_row: dict) -> str:
-        return content_hash(dict(preset=self.preset.name, task=task, task_config=self.preset.task_config(task),
-                                 dataset=cell.dataset, variant=cell.variant, seed=cell.seed,
-                                 model=spec_or_row, suite_version=SUITE_VERSION))
+    def config_hash(self, task: str, cell: Cell, model_identity: dict) -> str:
+        return self.planner.config_hash(task, cell, model_identity)
 
     # ----- one cell -----
     def train(self, cell: Cell, spec: ModelSpec) -> TrainedModel:
-        dataset = self.on_device(cell.dataset)
+        dataset = self.on_device(cell.dataset, cell.seed)
+        torch.manual_seed(cell.seed)
+        cls = self.variant_class(cell.variant)
+        model = cls(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
+        if not is_trainable(cls):  # a control (or a loaded checkpoint): fitted, never trained
+            with torch.no_grad():
+                model.fit(dataset.train)
+            model.eval()
+            return TrainedModel(model=model, trained=False)
         callbacks = {t.name: t.epoch_callback for t in self.tasks_for(cell.dataset, selected_only=False)
                      if t.epoch_callback is not None}
-        torch.manual_seed(cell.seed)
-        model = self.variant_class(cell.variant)(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
         key = spec.key(sorted(callbacks))
         trained = self.cache.load(key, model)
         if trained is None:
@@ -263,24 +231,37 @@ class Runner:
             self.cache.save(key, trained)
         return trained
 
+    def trained_model(self, variant: str, dataset: str, seed: int, setting: str) -> TrainedModel:
+        """One model of the grid, from the cache or trained now (e.g. for `export`)."""
+        if (dataset, seed) not in self.datasets:
+            self.datasets[dataset, seed] = build_dataset(dataset, self.preset.dataset_build_config(dataset),
+                                                         self.options.data_root, self.options.download, seed=seed)
+        settings = self.planner.settings(variant, self.datasets[dataset, seed])
+        if setting not in settings:
+            raise UserError(f"{variant} has no setting {setting!r} on {dataset}; its settings: {', '.join(settings)}")
+        cell = Cell(variant, setting, dataset, seed)
+        return self.train(cell, self.model_spec(cell))
+
     def evaluate(self, task, trained: TrainedModel, cell: Cell) -> dict[str, float]:
         config = dict(self.preset.task_config(task.name), artifact_dir=self.artifact_dir,
-                      model_name=cell.variant, seed=cell.seed)
-        metrics = task.evaluate(trained, self.on_device(cell.dataset), config)
+                      model_name=cell.variant, seed=cell.seed, setting=cell.setting)
+        metrics = task.evaluate(trained, self.on_device(cell.dataset, cell.seed), config)
         check_metrics(task, metrics)
         return metrics
 
-    def row_maker(self, cell: Cell, hashes: dict[str, str]):
+    def row_maker(self, cell: Cell, hashes: dict[str, str], trained: TrainedModel | None = None,
+                  l0: float = math.nan):
+        model_fields = {} if trained is None else dict(converged=trained.converged, steps=trained.steps)
         return lambda task, **kw: make_rows(self.info, task=task.name, dataset=cell.dataset,  # noqa: E731
-                                            variant=cell.variant, seed=cell.seed,
-                                            config_hash=hashes[task.name], **kw)
+                                            variant=cell.variant, setting=cell.setting, seed=cell.seed, l0=l0,
+                                            config_hash=hashes[task.name], **model_fields, **kw)
 
     def split_skipped(self, cell: Cell, tasks: list, hashes: dict[str, str]) -> tuple[list[dict], list]:
         """(`skipped` rows of the tasks that cannot score this cell, the tasks that can)."""
         row, rows, runnable = self.row_maker(cell, hashes), [], []
         cls = self.variant_class(cell.variant)
         for task in tasks:
-            reason = task.skip_reason(cls, self.datasets[cell.dataset])
+            reason = task.skip_reason(cls, self.datasets[cell.dataset, cell.seed])
             if reason:
                 rows += row(task, status="skipped", message=reason)
             else:
@@ -296,9 +277,10 @@ class Runner:
         rows."""
         try:
             trained = self.train(cell, spec)
+            l0 = achieved_l0(trained.model, self.on_device(cell.dataset, cell.seed))
         except Exception as err:  # a failing variant is an error row; the grid runs on
             return self.error_rows(cell, tasks, hashes, f"training: {short_error(err)}")
-        rows, row = [], self.row_maker(cell, hashes)
+        rows, row = [], self.row_maker(cell, hashes, trained, l0)
         for task in tasks:
             try:
                 rows += row(task, metrics=self.evaluate(task, trained, cell), directions=task.metrics)
@@ -317,7 +299,8 @@ class Runner:
 
     # ----- the grid -----
     def cells(self) -> list[Cell]:
-        return [Cell(v, d, s) for d in self.dataset_names for v in self.variants for s in self.seeds]
+        return [Cell(v, setting, d, s) for d in self.dataset_names for s in self.seeds for v in self.variants
+                for setting in self.planner.settings(v, self.datasets[d, s])]
 
     def run(self) -> RunSummary:
         self.load_datasets()
@@ -346,6 +329,11 @@ class Runner:
     def _execute(self, jobs):
         if not self.options.isolate:
             return run_in_process(jobs)
+        if self.options.executor == "ray":
+            from benchmark.ray_executor import run_jobs_ray
+
+            return run_jobs_ray(jobs, timeout=self.cell_timeout, address=self.options.ray_address,
+                                num_gpus_per_job=1 if self.device == "cuda" else 0)
         method = self.options.start_method or start_method(self.device)
         return run_jobs(jobs, timeout=self.cell_timeout, method=method, parallel=self.jobs)
 
@@ -362,7 +350,7 @@ class Runner:
                 skipped += self.error_rows(cell, runnable, hashes, f"training: {short_error(spec)}")
                 runnable = []
             if runnable:
-                child = self if not self.options.isolate else self.for_child([cell.dataset])
+                child = self if not self.options.isolate else self.for_child([(cell.dataset, cell.seed)])
                 yield Job((cell, skipped, runnable, hashes), _cell_job,
                           (child, cell, [t.name for t in runnable], hashes, spec))
             else:
@@ -377,7 +365,7 @@ class Runner:
         external = [name for name, spec in self.variant_specs.items() if is_external(spec)]
         if not external:
             return
-        child = self.for_child(self.dataset_names)
+        child = self.for_child([(name, self.seeds[0]) for name in self.dataset_names])
         jobs = [Job(name, _contract_job, (child, name)) for name in external]
         problems = []
         for job, outcome in self._execute(jobs):
@@ -392,13 +380,14 @@ class Runner:
         """Contract problems of variant `name` on a random batch shaped like each dataset of
         the run it can use (where its `requires` are not met, every task skips it anyway)."""
         cls = self.variant_class(name)
-        found = {}
+        found, seed = {}, self.seeds[0]
         for dataset_name in self.dataset_names:
-            dataset = self.datasets[dataset_name]
+            dataset = self.datasets[dataset_name, seed]
             if set(cls.requires) - dataset.capabilities():
                 continue
             try:
-                spec = self.model_spec(Cell(name, dataset_name, self.seeds[0]))
+                settings = self.planner.settings(name, dataset)
+                spec = self.model_spec(Cell(name, next(iter(settings)), dataset_name, seed))
             except Exception as err:
                 found[dataset_name] = [f"resolving its hyperparameters raised {short_error(err)}"]
                 continue
@@ -406,33 +395,38 @@ class Runner:
         return merge_by_dataset(name, found)
 
     def reference_rows(self, finished: set[str]):
-        """Rows of the non-SAE references that some tasks define (e.g. pixel-space arithmetic)."""
+        """Rows of the non-SAE references that some tasks define (e.g. pixel-space arithmetic).
+        They have no L0 and no sparsity setting: the leaderboard shows them at every target."""
         for task in (get_task(t) for t in self.tasks):
             for dataset_name in self.preset.task_datasets(task.name):
-                dataset = self.datasets[dataset_name]
-                if task.dataset_skip_reason(dataset):
+                if dataset_name not in self.dataset_names:
                     continue
                 for seed in self.seeds:
-                    yield from self._reference_rows_for(task, dataset, seed, finished)
+                    if task.dataset_skip_reason(self.datasets[dataset_name, seed]):
+                        continue
+                    yield from self._reference_rows_for(task, dataset_name, seed, finished)
 
-    def _reference_rows_for(self, task, dataset: Dataset, seed: int, finished: set[str]):
-        dataset = self.on_device(dataset.name)
+    def _reference_rows_for(self, task, dataset_name: str, seed: int, finished: set[str]):
+        dataset = self.on_device(dataset_name, seed)
         config = dict(self.preset.task_config(task.name), artifact_dir=self.artifact_dir, seed=seed)
+        reference_cell = lambda name: Cell(name, "reference", dataset_name, seed)  # noqa: E731
         try:
             references = task.reference_rows(dataset, config, seed)
         except Exception as err:
-            cell = Cell("references", dataset.name, seed)
-            yield make_rows(self.info, task=task.name, dataset=dataset.name, variant="references",
-                            seed=seed, config_hash=self.config_hash(task.name, cell, {}),
-                            status="error", message=short_error(err))
+            cell = reference_cell("references")
+            yield make_rows(self.info, task=task.name, dataset=dataset_name, variant="references",
+                            setting=cell.setting, seed=seed, l0=math.nan,
+                            config_hash=self.config_hash(task.name, cell, {}), status="error",
+                            message=short_error(err))
             return
         for name, metrics in references.items():
-            cell = Cell(name, dataset.name, seed)
-            config_hash = self.config_hash(task.name, cell, {"reference": name})
+            cell = reference_cell(name)
+            config_hash = self.config_hash(task.name, cell, {"reference": name, "data": dataset.config})
             if config_hash not in finished:
                 check_metrics(task, metrics)
-                yield make_rows(self.info, task=task.name, dataset=dataset.name, variant=name, seed=seed,
-                                config_hash=config_hash, metrics=metrics, directions=task.metrics)
+                yield make_rows(self.info, task=task.name, dataset=dataset_name, variant=name, setting=cell.setting,
+                                seed=seed, l0=math.nan, config_hash=config_hash, metrics=metrics,
+                                directions=task.metrics)
 
 
 def check_metrics(task, metrics: dict[str, float]) -> None:

@@ -21,6 +21,21 @@ class TrainConfig:
     lr: float
 
 
+CONVERGENCE_WINDOW = 0.1  # compare the mean loss of the last 10% of steps with the previous 10%
+CONVERGENCE_TOLERANCE = 0.01  # ... and call it converged within 1% (SPEC section 4)
+
+
+def has_converged(step_losses: list[float]) -> bool:
+    """The mean training loss of the last 10% of steps is within 1% of the previous 10%'s.
+    Fewer than 20 steps cannot show a plateau: not converged."""
+    window = int(len(step_losses) * CONVERGENCE_WINDOW)
+    if window < 2:
+        return False
+    last = sum(step_losses[-window:]) / window
+    previous = sum(step_losses[-2 * window : -window]) / window
+    return abs(last - previous) <= CONVERGENCE_TOLERANCE * abs(previous)
+
+
 @dataclass
 class TrainedModel:
     model: SAE
@@ -28,6 +43,17 @@ class TrainedModel:
     epoch_losses: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     from_cache: bool = False
+    step_losses: list[float] = field(default_factory=list)  # every optimiser step's training loss
+    trained: bool = True  # False for a control or a checkpoint: fitted or loaded, never trained
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_losses)
+
+    @property
+    def converged(self) -> bool:
+        """Controls and loaded checkpoints count as converged: there is no training to finish."""
+        return has_converged(self.step_losses) if self.trained else True
 
 
 def _batch_concepts(dataset: Dataset, idx):
@@ -73,12 +99,14 @@ def train_model(
     for epoch in epochs:
         model.train()
         perm = torch.randperm(n, generator=generator).to(x_train.device)
-        total = torch.zeros((), device=x_train.device)
+        losses, sizes = [], []
         for lo in range(0, n, cfg.batch_size):
             idx = perm[lo : lo + cfg.batch_size]
-            loss = training_step(model, optimiser, x_train[idx], _batch_concepts(dataset, idx))
-            total += loss * idx.numel()
-        epoch_loss = float(total) / n  # one device sync per epoch
+            losses.append(training_step(model, optimiser, x_train[idx], _batch_concepts(dataset, idx)))
+            sizes.append(idx.numel())
+        step_losses = torch.stack(losses).double().cpu()  # one device sync per epoch
+        epoch_loss = float((step_losses * torch.tensor(sizes, dtype=torch.float64)).sum()) / n
+        result.step_losses += step_losses.tolist()
         if not torch.isfinite(torch.tensor(epoch_loss)):
             raise TrainingDiverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
         result.epoch_losses.append(epoch_loss)
@@ -116,6 +144,7 @@ class ModelCache:
             epoch_losses=blob["epoch_losses"],
             train_seconds=blob["train_seconds"],
             from_cache=True,
+            step_losses=blob["step_losses"],
         )
 
     def save(self, key: str, trained: TrainedModel) -> None:
@@ -129,6 +158,7 @@ class ModelCache:
                 "history": trained.history,
                 "epoch_losses": trained.epoch_losses,
                 "train_seconds": trained.train_seconds,
+                "step_losses": trained.step_losses,
             },
             tmp,
         )

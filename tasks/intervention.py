@@ -1,57 +1,71 @@
-"""Task 4, `intervention`: are single-latent edits linearly predictable, and is their strength
-stable during training (Tensor-SAE's "R² ≈ 0.93" and "stabilises intervention strength")?
+"""Task 4, `intervention`: can a variant make a requested colour edit with a few latent edits
+(Tensor-SAE's "controllable colour edits"), and is the strength of its edits stable during
+training?
 
-Setting (fixed, so every variant sees the same edits): the first 64 test images; the 16 latents
-most frequently non-zero on those 64 images; s_k = the mean |activation| of latent k over the
-entries where it is non-zero (for ReLU codes, the mean non-zero activation; the absolute value
-keeps signed codes such as MP-SAE's from cancelling to an edit of size ~0). Latents are chosen
-on those 64 images, not the whole test split, so that the per-epoch measurement below can
-afford the same rule.
+Requests (SPEC 5, task 4): Δ* = δ·(colour ⊗ window), δ = DELTA = 0.1, colour ∈ {R, G, B, grey}
+as unit vectors (grey = (1,1,1)/√3, so every request has the same energy; single-channel data
+has the one grey colour), windows the `windows_per_side`² tiles of the image (task setting,
+default 2: 16 requests on RGB). The variant realises a request with m latent edits: orthogonal
+matching pursuit (scikit-learn's `orthogonal_mp`) of Δ* over its alive atoms (`atoms()` of
+latents non-zero on at least one test sample, zero atoms dropped), coefficients c by least
+squares on the chosen atoms (OMP's own). The same edit is applied to the codes of the first
+N_IMAGES = 64 test images: x' = clamp01(decode(z + Σ c_j e_j)), achieved Δ = x' − clamp01(decode(z)).
+- `edit_r2` (headline, m = 4) and `edit_r2_m1` (m = 1): pooled R² of achieved against requested,
+  1 − Σ(Δ − Δ*)² / Σ(Δ* − Δ̄*)², every pixel of every (request, image) pooled, Δ̄* the grand mean
+  of the requests. 1: the edits do exactly what was asked. A dictionary that holds the request
+  atoms scores 1 at m = 1; a random dictionary of K unit atoms in D dimensions captures about
+  m·2·ln(K)/D of a request's energy, so little when D is large. Clamping caps it below 1 on
+  images with pixels near 0 or 1 (the same cap for every variant).
+- `off_target_frac` (m = 4): Σ of the achieved change's energy outside the request's window /
+  its total energy, pooled over requests and images (energies summed before dividing, so an
+  edit that achieves almost nothing weighs almost nothing). 0: nothing leaks.
+- `alpha_linearity_r2`: revision 1's `r2_pixel`, kept as a diagnostic only. For the 16 latents
+  most often non-zero on the 64 images, edits α·s_k·e_k (s_k the mean non-zero |activation|,
+  α ∈ ALPHAS); pooled R² of the clamped change against α times the α = 1 change. For an
+  affine decoder it is exactly 1 before clamping, so it measures only saturation (and a
+  nonlinear decoder's curvature): it separates nothing the Tensor-SAE paper claims.
+- `strength_cv`: the unit-edit strength S = mean over (image, latent) of
+  ‖clamp01(decode(z + s_k e_k)) − clamp01(decode(z))‖₂ (16 images, those 16 latents) measured
+  after every training epoch; std / mean (population std) of S over epochs ⌊E/2⌋+1..E. Left out
+  when fewer than 2 epochs are in that half, or for models that were not trained (controls).
 
-For α in {±0.5, ±1, ±1.5, ±2}: actual Δ = clamp01(decode(z + α s_k e_k)) − clamp01(decode(z)),
-predicted Δ̂ = α·(decode(z + s_k e_k) − decode(z)). A negative α may push a code below zero: that
-is the edit, and it is kept.
+Whitened data (`whitened_patches`): requests, edits, clamping and every measurement are in
+pixel space. The model's output is mapped through the inverse whitening (x = x_w W⁻¹ + μ,
+`benchmark.datasets.whitened_patches.to_pixels`) before clamp01, and the atoms that OMP
+chooses from are the pixel-space changes they make (a W⁻¹, without μ). Colour-window edits
+are pixel-space requests; asking for them in whitened space would ask for high-pass edits.
 
-- `r2_pixel`: pooled R² of Δ̂ against Δ, 1 − Σ(Δ − Δ̂)² / Σ(Δ − Δ̄)², every pixel of every
-  (image, latent, α) pooled, Δ̄ the single grand mean of all those Δ values.
-- `r2_color`: the same on the per-image mean-colour shift (C numbers per edit).
-For an affine decoder Δ̂ equals the unclamped Δ exactly, so R² < 1 there comes only from
-clamp01 (edited pixels pushed out of [0, 1]); for a nonlinear decoder (e.g. `conv`) it also
-measures the decoder's curvature along the latent.
-- `strength_cv`: the intervention strength S = mean over (image, latent) of
-  ‖clamp01(decode(z + s_k e_k)) − clamp01(decode(z))‖₂, the L2 norm over all pixels of the
-  change made by one typical activation of the latent (the α = 1 edit: "per unit edit"), is
-  measured after every training epoch on a cheaper fixed subset: the first 16 of the 64 images,
-  the 16 latents chosen on the 64 at that epoch. `strength_cv` = std / mean (population std)
-  of S over the second half of training, epochs ⌊E/2⌋+1..E; it needs at least two epochs there,
-  so it is left out when training ran fewer than 3 epochs (or when, at some epoch of that half,
-  no latent fired on the 64 images, so S had no value).
-
-Cost: every edit is one decode of one image, and decoders are treated as black boxes, so the
-task costs 64·(16·8 + 1) image decodes per model (the unit edit is the α = 1 edit), batched
-into one decoder call per latent; the per-epoch strength costs 16·(16 + 1) plus 64 encodes.
+Cost per model: one encode of the test split (alive atoms), OMP of 16 requests over ≤ K atoms
+(twice), 2·16·64 + 16·64·8 + 1·64 image decodes in a handful of batched decoder calls.
 """
-import json
+import warnings
 from pathlib import Path
 
 import matplotlib
 import torch
+from sklearn.linear_model import orthogonal_mp
 
 matplotlib.use("Agg")  # no display on CI machines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from benchmark.datasets.whitened_patches import pixel_map  # noqa: E402
 from benchmark.registry import TASKS  # noqa: E402
 from benchmark.task import Task  # noqa: E402
 
-from tasks._activity import artifact_file, firing_order, saved_cells  # noqa: E402
+from tasks._activity import artifact_file, firing_order  # noqa: E402
 from tasks._common import encode_all  # noqa: E402
+from tasks.atom_entropy import cell_label, headline_artifacts  # noqa: E402
 
+DELTA = 0.1
 N_IMAGES = 64
-N_LATENTS = 16
+EDIT_ATOMS = (1, 4)  # m: latent edits per request; the headline uses the largest
+WINDOWS_PER_SIDE = 2
+N_LATENTS = 16  # alpha_linearity_r2 and strength: the most frequently active latents
 ALPHAS = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
 CALLBACK_IMAGES = 16
-ARTIFACT_SUFFIX = ".json"
+ARTIFACT_SUFFIX = ".pt"
+COLOURS = {"R": (1.0, 0.0, 0.0), "G": (0.0, 1.0, 0.0), "B": (0.0, 0.0, 1.0), "grey": (1.0, 1.0, 1.0)}
 
 
 class PooledR2:
@@ -66,6 +80,7 @@ class PooledR2:
 
     def add(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
         wide = torch.float64  # sums in float64: the total variance is a difference of two sums
+        target = target.expand_as(prediction)
         self.n += target.numel()
         self.sum += float(target.sum(dtype=wide))
         self.sum_sq += float(target.square().sum(dtype=wide))
@@ -80,22 +95,89 @@ def clamp01(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
+# ----- requests -----
+def window_masks(height: int, width: int, per_side: int) -> torch.Tensor:
+    """(per_side², H, W) bool: tiles covering the image once (near-equal sizes when H or W is
+    not a multiple of per_side), row-major."""
+    rows = torch.arange(height).tensor_split(per_side)
+    cols = torch.arange(width).tensor_split(per_side)
+    masks = torch.zeros(per_side * per_side, height, width, dtype=torch.bool)
+    for i, (r, c) in enumerate((r, c) for r in rows for c in cols):
+        masks[i, r[:, None], c[None, :]] = True
+    return masks
+
+
+def colour_directions(channels: int) -> dict[str, torch.Tensor]:
+    """Unit colour vectors: R, G, B and grey for RGB, the one grey for single-channel data."""
+    if channels == 1:
+        return {"grey": torch.ones(1)}
+    if channels != 3:
+        raise ValueError(f"intervention knows colours for 1 or 3 channels, not {channels}")
+    return {name: torch.tensor(rgb) / torch.tensor(rgb).norm() for name, rgb in COLOURS.items()}
+
+
+def edit_requests(shape, per_side: int = WINDOWS_PER_SIDE, delta: float = DELTA):
+    """(requests (R, C, H, W), windows (R, H, W) bool, names): δ·colour ⊗ window, colours
+    outer, windows inner."""
+    channels, height, width = shape
+    masks = window_masks(height, width, per_side)
+    requests, windows, names = [], [], []
+    for name, colour in colour_directions(channels).items():
+        for w, mask in enumerate(masks):
+            requests.append(delta * colour[:, None, None] * mask.float())
+            windows.append(mask)
+            names.append(f"{name}@{w}")
+    return torch.stack(requests), torch.stack(windows), names
+
+
+# ----- realising requests -----
+def pursuit_coefficients(requests: torch.Tensor, atoms: torch.Tensor, m: int) -> torch.Tensor:
+    """(R, A) coefficients of the m atoms (rows of `atoms`, (A, D), non-zero) that orthogonal
+    matching pursuit picks for each request (rows of `requests`, (R, D)), least-squares
+    coefficients on the picked atoms; at most m non-zeros per row."""
+    norms = atoms.double().norm(dim=1)
+    unit = (atoms.double() / norms[:, None]).cpu().numpy()  # OMP assumes unit-norm columns
+    targets = requests.double().cpu().numpy()
+    with warnings.catch_warnings():  # an exact fit before m atoms stops early: fine here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        coef = orthogonal_mp(unit.T, targets.T, n_nonzero_coefs=min(m, unit.shape[0]))
+    coef = torch.as_tensor(coef).reshape(unit.shape[0], -1).T  # (R, A)
+    return (coef / norms.cpu()[None, :]).to(atoms.dtype)
+
+
+def pixel_atoms(model, to_pixels, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, atoms (A, D)): the alive latents whose pixel-space atom is not zero."""
+    atoms = to_pixels(model.atoms().float(), shift=False).flatten(1)
+    usable = alive.to(atoms.device) & (atoms.abs().sum(1) > 0)
+    return usable.nonzero().flatten(), atoms[usable]
+
+
 @torch.no_grad()
-def edit_effects(decode, codes: torch.Tensor, latent: int, scale: float, alphas,
-                 clamp: bool = True, base: torch.Tensor | None = None):
-    """(actual Δ, predicted Δ̂), each (len(alphas), N, *image_shape), for edits of `latent` by
-    α·scale on every row of `codes`. `base` = decode(codes) when the caller has it already;
-    `clamp=False` drops clamp01 (used by tests)."""
-    fix = clamp01 if clamp else (lambda x: x)  # noqa: E731
-    base = decode(codes) if base is None else base
-    multipliers = sorted(set(alphas) | {1.0})  # α = 1 is also the unit edit: decoded once
-    decoded = dict(zip(multipliers, decode_edits(decode, codes, [latent], [scale], multipliers)[0]))
-    step = decoded[1.0] - base  # the prediction is this unit step scaled by α
-    actual = torch.stack([fix(decoded[a]) - fix(base) for a in alphas])
-    predicted = torch.stack([a * step for a in alphas])
-    return actual, predicted
+def achieved_edits(decode_pixels, codes: torch.Tensor, latents: torch.Tensor,
+                   coefficients: torch.Tensor) -> torch.Tensor:
+    """(R, N, C, H, W): clamp01(decode(z + Σ c_j e_j)) − clamp01(decode(z)) for every request's
+    coefficients (R, A) over `latents` and every row z of `codes`, in one decoder call."""
+    n_requests, n = coefficients.shape[0], codes.shape[0]
+    shifts = codes.new_zeros(n_requests, codes.shape[1])
+    shifts[:, latents] = coefficients.to(codes.dtype).to(codes.device)
+    edited = (codes[None] + shifts[:, None]).flatten(0, 1)  # rows ordered (request, image)
+    base = clamp01(decode_pixels(codes))
+    out = clamp01(decode_pixels(edited))
+    return out.view(n_requests, n, *out.shape[1:]) - base[None]
 
 
+def off_target_fraction(achieved: torch.Tensor, windows: torch.Tensor) -> float | None:
+    """Share of the achieved edits' energy outside their windows (R, H, W), pooled; None when
+    nothing changed at all."""
+    energy = achieved.double().square().sum(2)  # (R, N, H, W): summed over channels
+    total = float(energy.sum())
+    if total == 0:
+        return None
+    outside = energy * (~windows.to(energy.device))[:, None]
+    return float(outside.sum()) / total
+
+
+# ----- the alpha-linearity diagnostic and the strength trace (revision 1) -----
 @torch.no_grad()
 def decode_edits(decode, codes: torch.Tensor, latents, scales, multipliers) -> torch.Tensor:
     """decode(z + m·s_k·e_k) for every latent k, multiplier m and row z, as one batch (one
@@ -109,6 +191,22 @@ def decode_edits(decode, codes: torch.Tensor, latents, scales, multipliers) -> t
     edited[rows, columns] += shifts.flatten().repeat_interleave(n)
     out = decode(edited)
     return out.view(n_latents, n_mult, n, *out.shape[1:])
+
+
+@torch.no_grad()
+def edit_effects(decode, codes: torch.Tensor, latent: int, scale: float, alphas,
+                 clamp: bool = True, base: torch.Tensor | None = None):
+    """(actual Δ, predicted Δ̂), each (len(alphas), N, *image_shape), for edits of `latent` by
+    α·scale on every row of `codes`; Δ̂ = α·(decode(z + scale·e_k) − decode(z)). `base` =
+    decode(codes) when the caller has it already; `clamp=False` drops clamp01 (used by tests)."""
+    fix = clamp01 if clamp else (lambda x: x)  # noqa: E731
+    base = decode(codes) if base is None else base
+    multipliers = sorted(set(alphas) | {1.0})  # α = 1 is also the unit edit: decoded once
+    decoded = dict(zip(multipliers, decode_edits(decode, codes, [latent], [scale], multipliers)[0]))
+    step = decoded[1.0] - base
+    actual = torch.stack([fix(decoded[a]) - fix(base) for a in alphas])
+    predicted = torch.stack([a * step for a in alphas])
+    return actual, predicted
 
 
 @torch.no_grad()
@@ -129,14 +227,23 @@ def strength_cv(trace: list[float]) -> float | None:
 
 
 @torch.no_grad()
-def chosen_latents(model, images, concepts):
-    """Codes of `images`, the (up to) N_LATENTS latents most often non-zero on them, and each
-    one's mean |activation| where non-zero."""
-    codes = encode_all(model, images, concepts)
+def chosen_latents(codes: torch.Tensor):
+    """The (up to) N_LATENTS latents most often non-zero in `codes`, and each one's mean
+    |activation| where non-zero."""
     counts, order = firing_order(codes)
     latents = [k for k in order[:N_LATENTS].tolist() if counts[k] > 0]
     scales = [float(codes[:, k].abs().sum() / counts[k]) for k in latents]
-    return codes, latents, scales
+    return latents, scales
+
+
+def alpha_linearity_r2(decode_pixels, codes: torch.Tensor) -> float:
+    latents, scales = chosen_latents(codes)
+    r2 = PooledR2()
+    base = decode_pixels(codes)
+    for k, s in zip(latents, scales):
+        actual, predicted = edit_effects(decode_pixels, codes, k, s, ALPHAS, base=base)
+        r2.add(actual, predicted)
+    return r2.value()
 
 
 def _first_images(dataset, n):
@@ -144,16 +251,23 @@ def _first_images(dataset, n):
     return dataset.test[:n], concepts
 
 
+def pixel_decoder(model, dataset):
+    """decode, then (whitened data) the inverse whitening: the model's output in pixels."""
+    to_pixels = pixel_map(dataset)
+    return lambda codes: to_pixels(model.decode(codes))
+
+
 @TASKS.register("intervention")
 class Intervention(Task):
-    description = "Linearity of single-latent edits (R² of α-scaled unit edits) and stability of edit strength over training"
-    metrics = {"r2_pixel": True, "r2_color": True, "strength_cv": False}
-    headline = "r2_pixel"
+    description = "Colour-window edit requests realised by 1 or 4 latent edits (OMP on the atoms): R² of achieved against requested"
+    metrics = {"edit_r2": True, "edit_r2_m1": True, "off_target_frac": False,
+               "alpha_linearity_r2": True, "strength_cv": False}
+    headline = "edit_r2"
 
     def dataset_skip_reason(self, dataset):
         if not dataset.is_image:
             shape = "x".join(map(str, dataset.input_shape))
-            return f"intervention needs images in [0, 1] (C×H×W); {dataset.name} holds {shape} vectors"
+            return f"intervention needs images (C×H×W); {dataset.name} holds {shape} vectors"
         return None
 
     @torch.no_grad()
@@ -161,62 +275,99 @@ class Intervention(Task):
         if not dataset.is_image:
             return {}
         images, concepts = _first_images(dataset, N_IMAGES)
-        codes, latents, scales = chosen_latents(model, images, concepts)
+        codes = encode_all(model, images, concepts)
+        latents, scales = chosen_latents(codes)
         if not latents:
             return {"strength": float("nan")}
-        return {"strength": unit_edit_strength(model.decode, codes[:CALLBACK_IMAGES], latents, scales)}
+        decode = pixel_decoder(model, dataset)
+        return {"strength": unit_edit_strength(decode, codes[:CALLBACK_IMAGES], latents, scales)}
 
     @torch.no_grad()
     def evaluate(self, trained, dataset, config):
         model = trained.model
+        decode = pixel_decoder(model, dataset)
+        alive = (encode_all(model, dataset.test, dataset.test_concepts) != 0).any(0)
+        latents, atoms = pixel_atoms(model, pixel_map(dataset), alive)
+        if latents.numel() == 0:
+            raise ValueError("no alive atoms: every latent is zero on the whole test split")
         images, concepts = _first_images(dataset, N_IMAGES)
-        codes, latents, scales = chosen_latents(model, images, concepts)
-        if not latents:
-            raise ValueError(f"no latent is non-zero on the first {len(images)} test images")
-        pixel, colour = PooledR2(), PooledR2()
-        base = model.decode(codes)
-        for k, s in zip(latents, scales):
-            actual, predicted = edit_effects(model.decode, codes, k, s, ALPHAS, base=base)
-            pixel.add(actual, predicted)
-            colour.add(actual.mean((-2, -1)), predicted.mean((-2, -1)))
-        metrics = {"r2_pixel": pixel.value(), "r2_color": colour.value()}
+        codes = encode_all(model, images, concepts)
+        requests, windows, names = edit_requests(dataset.input_shape, config.get("windows_per_side", WINDOWS_PER_SIDE))
+        requests = requests.to(atoms.device)
+        metrics, achieved = {}, {}
+        for m in EDIT_ATOMS:
+            coefficients = pursuit_coefficients(requests.flatten(1), atoms, m)
+            achieved[m] = achieved_edits(decode, codes, latents, coefficients)
+            r2 = PooledR2()
+            r2.add(requests[:, None], achieved[m])
+            metrics["edit_r2" if m == max(EDIT_ATOMS) else f"edit_r2_m{m}"] = r2.value()
+        off_target = off_target_fraction(achieved[max(EDIT_ATOMS)], windows)
+        if off_target is not None:
+            metrics["off_target_frac"] = off_target
+        metrics["alpha_linearity_r2"] = alpha_linearity_r2(decode, codes)
         trace = [entry["strength"] for entry in trained.history.get(self.name, [])]
         cv = strength_cv(trace) if trace else None
         if cv is not None:
             metrics["strength_cv"] = cv
-        self._save_trace(config, dataset.name, trace)
+        self._save(config, dataset.name, trace, requests, achieved[max(EDIT_ATOMS)], names, metrics)
         return metrics
 
-    def _save_trace(self, config, dataset_name, trace):
+    def _save(self, config, dataset_name, trace, requests, achieved, names, metrics):
         path = artifact_file(config, self.name, dataset_name, ARTIFACT_SUFFIX)
-        if path is not None and trace:
-            path.write_text(json.dumps({"strength": trace}))
+        if path is not None:  # the mean achieved edit per request: what the edit gallery shows
+            torch.save({"label": cell_label(config), "strength": trace, "names": names,
+                        "requested": requests.cpu().half(), "achieved": achieved.mean(1).cpu().half(),
+                        "edit_r2": metrics["edit_r2"]}, path)
 
     def plots(self, results, plot_dir):
-        rows = results[(results["task"] == self.name) & (results["status"] == "ok")]
+        read_label = lambda path: torch.load(path)["label"]  # noqa: E731
         figures = []
-        for dataset_name, variants in sorted(saved_cells(plot_dir, self.name, ARTIFACT_SUFFIX).items()):
-            scored = set(rows.loc[rows["dataset"] == dataset_name, "variant"])
-            shown = {v: seeds for v, seeds in variants.items() if v in scored}
-            if shown:
+        for dataset_name, shown in headline_artifacts(results, plot_dir, self.name, ARTIFACT_SUFFIX, read_label).items():
+            saved = {variant: torch.load(path) for variant, path in shown.items()}
+            path = Path(plot_dir) / f"intervention_edits_{dataset_name}.png"
+            self._edit_figure(dataset_name, saved, path)
+            figures.append((f"Requested and achieved colour edits on {dataset_name} (m = {max(EDIT_ATOMS)} latent "
+                            "edits, mean over the 64 images; one model per variant)", path))
+            traced = {variant: blob for variant, blob in saved.items() if len(blob["strength"]) > 0}
+            if traced:
                 path = Path(plot_dir) / f"intervention_strength_{dataset_name}.png"
-                self._strength_figure(dataset_name, shown, path)
+                self._strength_figure(dataset_name, traced, path)
                 figures.append((f"Intervention strength during training on {dataset_name}", path))
         return figures
 
     @staticmethod
-    def _strength_figure(dataset_name, variants, path):
+    def _edit_figure(dataset_name, saved, path):
+        from torchvision.utils import make_grid  # lazily: importing torchvision costs seconds
+
+        first = next(iter(saved.values()))
+        rows = {"requested": first["requested"].float(), **{v: b["achieved"].float() for v, b in saved.items()}}
+        zoom = max(1, 32 // first["requested"].shape[-1])
+        fig, axes = plt.subplots(len(rows), 1, squeeze=False, figsize=(8, 0.62 * len(rows) + 0.4))
+        for ax, (label, edits) in zip(axes[:, 0], rows.items()):
+            shown = (0.5 + 0.5 * edits / DELTA).clamp(0, 1)  # zero change = mid-grey, +δ = full
+            shown = shown.repeat_interleave(zoom, -1).repeat_interleave(zoom, -2)
+            grid = make_grid(shown, nrow=len(shown), padding=1, pad_value=1.0)
+            ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+            score = "" if label == "requested" else f": edit R² {saved[label]['edit_r2']:.3f}"
+            setting = saved.get(label, {}).get("label", {}).get("setting")
+            ax.set_title(f"{label}{f', {setting}' if setting else ''}{score}", fontsize=8, loc="left")
+            ax.axis("off")
+        fig.suptitle(f"Colour edits on {dataset_name}: {', '.join(first['names'])}", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    @staticmethod
+    def _strength_figure(dataset_name, saved, path):
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        for variant, seeds in sorted(variants.items()):
-            traces = [json.loads(p.read_text())["strength"] for p in seeds.values()]
-            length = min(len(t) for t in traces)
-            mean = torch.tensor([t[:length] for t in traces], dtype=torch.float64).mean(0)
-            ax.plot(range(1, length + 1), mean.numpy(), marker="o", markersize=3, label=variant)
+        for variant, blob in sorted(saved.items()):
+            trace = blob["strength"]
+            ax.plot(range(1, len(trace) + 1), trace, marker="o", markersize=3, label=variant)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("strength: mean ‖Δ‖₂ of a unit edit")
         ax.set_yscale("log")
-        ax.set_title(f"Intervention strength after each epoch, {dataset_name} (mean over seeds)", fontsize=9)
+        ax.set_title(f"Intervention strength after each epoch, {dataset_name} (one seed per variant)", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()

@@ -26,8 +26,11 @@ class Reconstruction(Task):
         concepts = None if dataset.test_concepts is None else dataset.test_concepts[:FLOP_BATCH]
         flops = flops_per_sample(model, x[:FLOP_BATCH], concepts)
         params = count_params(model)
-        out = {"r2": r2, "mse": mse, "params": params, "flops_per_sample": flops,
-               "r2_per_mflop": r2 / (flops / 1e6), "r2_per_kparam": r2 / (params / 1e3)}
+        out = {"r2": r2, "mse": mse, "params": params, "flops_per_sample": flops}
+        if flops:  # fvcore counts matrix products and convolutions only
+            out["r2_per_mflop"] = r2 / (flops / 1e6)
+        if params:  # a fixed basis (block-basis) stores nothing: no ratio to report
+            out["r2_per_kparam"] = r2 / (params / 1e3)
         if dataset.is_image:
             out["psnr_db"] = psnr_db(mse)
         if model.supports_inference_k():

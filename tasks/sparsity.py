@@ -11,8 +11,10 @@ DENSE_THRESHOLD = 0.10  # a latent firing on more than 10% of samples is "dense"
 
 def hoyer(codes: torch.Tensor) -> torch.Tensor:
     """Per-sample Hoyer sparsity (√n − ‖z‖₁/‖z‖₂)/(√n − 1): 1 for one non-zero, 0 for all equal.
-    An all-zero code counts as 1 (nothing is active)."""
+    An all-zero code counts as 1 (nothing is active), and so does a code of one latent."""
     n = codes.shape[1]
+    if n == 1:
+        return torch.ones(codes.shape[0], dtype=codes.dtype, device=codes.device)
     l1, l2 = codes.abs().sum(1), codes.norm(dim=1)
     ratio = torch.where(l2 > 0, l1 / l2.clamp_min(1e-30), torch.ones_like(l1))
     return (n**0.5 - ratio) / (n**0.5 - 1)

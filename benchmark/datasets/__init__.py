@@ -9,11 +9,15 @@ from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
 
-def build_dataset(name: str, config: dict, data_root=None, download: bool = False):
+def build_dataset(name: str, config: dict, data_root=None, download: bool = False, seed: int | None = None):
+    """The dataset instance `name` of a preset. `seed` (the cell's) draws its random parts, so
+    the spread over seeds includes data variation; builders without randomness take none."""
     params = dict(config)
     kind = params.pop("kind", name)
     builder = DATASETS.get(kind)
     accepted = set(inspect.signature(builder).parameters) - {"name", "data_root", "download"}
+    if seed is not None and "seed" in accepted:
+        params["seed"] = seed
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise UserError(

@@ -1,0 +1,1 @@
+"""Controls: untrained reference bases, one file each (SPEC section 2)."""
