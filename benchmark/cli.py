@@ -8,6 +8,7 @@ from benchmark.errors import UserError
 from benchmark.registry import DATASETS, TASKS, VARIANTS
 from benchmark.perf import add_perf
 from benchmark.compare import add_compare
+from benchmark.interop.commands import add_eval, add_export, print_foreign
 
 DEFAULT_OUT = Path("results")
 
@@ -53,6 +54,10 @@ def add_run(sub):
                    "CPU thread each (default: one per available CPU core, at most 8; 1 on CUDA)")
     p.add_argument("--in-process", action="store_true", help="run cells in this process, not in time-limited "
                    "child processes (for debuggers and profilers; a crash then ends the run)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run: local child "
+                   "processes (default), or Ray tasks on this machine or a cluster (pip install -e '.[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster's HOST:PORT (printed "
+                   "by `ray start --head`) or 'auto' (default: start a local Ray instance)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -67,7 +72,10 @@ def cmd_run(args) -> int:
                          device=args.device, out_dir=args.out, data_root=args.data_root,
                          download=args.download, force=args.force, progress=not args.no_progress,
                          variant_config=args.config, cell_timeout=args.cell_timeout,
-                         isolate=not args.in_process, jobs=args.jobs)
+                         isolate=not args.in_process, jobs=args.jobs, executor=args.executor,
+                         ray_address=args.ray_address)
+    if args.ray_address and args.executor != "ray":
+        raise UserError("--ray-address needs --executor ray")
     runner = Runner(options)
     summary = runner.run()
     board = write_leaderboard(runner.results.path, leaderboard_path(args.out, args.leaderboard), args.out / "plots")
@@ -83,6 +91,8 @@ def cmd_run(args) -> int:
 def add_list(sub):
     p = sub.add_parser("list", help="list variants, tasks, datasets and presets",
                        description="List what is registered: variants, tasks (with metrics), datasets, presets.")
+    p.add_argument("--foreign", action="store_true", help="also the foreign SAEs: overcomplete classes "
+                   "(--variant overcomplete:CLASS) and the checkpoint formats eval reads")
     p.set_defaults(handler=cmd_list)
 
 
@@ -108,6 +118,8 @@ def cmd_list(args) -> int:
     print("presets:")
     for name in preset_names():
         print(f"  {name:8s} {load_preset(name).description}")
+    if getattr(args, "foreign", False):
+        print_foreign()
     return 0
 
 
@@ -130,7 +142,7 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-COMMANDS = [add_run, add_list, add_leaderboard, add_perf, add_compare]
+COMMANDS = [add_run, add_list, add_leaderboard, add_perf, add_compare, add_eval, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

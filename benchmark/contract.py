@@ -77,6 +77,8 @@ def check_on_dataset(cls, dataset: Dataset, n_latents: int, hparams: dict, devic
     model = check.call(f"{cls.__name__}({args})", lambda: cls(dataset.input_shape, n_latents, **hparams).to(device))
     if model is None:
         return check.problems
+    if not getattr(cls, "trainable", True):  # a loaded checkpoint: evaluated, never trained
+        return _check_inference(check, model, dataset, n_latents, device)
     params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not params:
         return [f"{cls.__name__} has no trainable parameters"]
@@ -105,6 +107,19 @@ def check_on_dataset(cls, dataset: Dataset, n_latents: int, hparams: dict, devic
             atoms = check.call("atoms()", model.atoms)
         if atoms is not None:
             check.tensor("atoms()", atoms, (n_latents, *dataset.input_shape), x)
+    return check.problems
+
+
+def _check_inference(check: _Checker, model, dataset: Dataset, n_latents: int, device: str) -> list[str]:
+    """Codes and reconstructions of the right shape, dtype and device, finite (no loss, no gradients)."""
+    x, concepts = random_batch(dataset, device)
+    model.eval()
+    with torch.no_grad():
+        codes = check.call("encode(x)", lambda: encode_batch(model, x, concepts))
+        if codes is not None and check.tensor("encode(x)", codes, (x.shape[0], n_latents), x):
+            x_hat = check.call("decode(codes)", lambda: model.decode(codes))
+            if x_hat is not None:
+                check.tensor("decode(codes)", x_hat, tuple(x.shape), x)
     return check.problems
 
 

@@ -1,15 +1,30 @@
-"""leaderboard.md (SPEC section 7), generated from results.csv and never edited by hand."""
+"""leaderboard.md (SPEC section 8), generated from results.csv and never edited by hand.
+
+Every comparison is at matched L0 (benchmark/matched.py) with the controls beside the variants:
+the summary at each dataset's headline L0 (ranks shared within noise, no mean of ranks across
+tasks), then per task and dataset the metric-against-L0 frontier of the headline metric and a
+table at every target L0. Unconverged models (†), targets a sweep does not reach (n/r), variants
+that beat every control beyond noise (✓) and comparisons that separate no variants beyond noise
+are marked wherever they appear.
+"""
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from benchmark import SUITE_VERSION
 from benchmark.config import load_preset
 from benchmark.errors import UserError
-from benchmark.registry import TASKS, VARIANTS
+from benchmark.matched import (Entry, beats_controls, discriminates, matched_entries, noise_ranks,
+                               pooled_std)
+from benchmark.registry import TASKS
 from benchmark.results import read_results
-from benchmark.submission import is_external
 from benchmark.task import get_task
+
+UNCONVERGED = "†"
+BEATS = "✓"
+NOT_REACHED = "n/r"
 
 
 def choose_preset(results: pd.DataFrame, preset: str | None) -> str:
@@ -21,38 +36,11 @@ def choose_preset(results: pd.DataFrame, preset: str | None) -> str:
     return results.sort_values("timestamp_utc")["preset"].iloc[-1]
 
 
-def is_reference(variant: str) -> bool:
-    """Rows of non-SAE references (e.g. `additive-pixels`): neither registered nor external."""
-    return variant not in VARIANTS and not is_external(variant)
-
-
-def stats(results: pd.DataFrame) -> pd.DataFrame:
-    """mean and std over seeds per (task, dataset, variant, metric), ok rows only."""
-    ok = results[(results["status"] == "ok") & (results["metric"] != "")]
-    grouped = ok.groupby(["task", "dataset", "variant", "metric"])["value"]
-    table = grouped.agg(["mean", "std", "count"]).reset_index()
-    table["std"] = table["std"].fillna(0.0)
-    return table
-
-
-def fmt(mean: float, std: float, count: int) -> str:
-    text = f"{mean:.4g}"
-    return f"{text} ± {std:.2g}" if count > 1 else text
-
-
-def best_variants(values: pd.Series, higher_is_better: bool) -> set[str]:
-    if values.empty:
-        return set()
-    best = values.max() if higher_is_better else values.min()
-    return set(values.index[values == best])
-
-
-def cell_text(stat_rows: pd.DataFrame, variant: str, best: set[str], status: str | None) -> str:
-    if variant in stat_rows.index:
-        row = stat_rows.loc[variant]
-        text = fmt(row["mean"], row["std"], int(row["count"]))
-        return f"**{text}**" if variant in best else text
-    return status or ""
+def newest_suite(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the newest suite version only: metric definitions change between versions, and
+    migrated version-1 rows must never be mixed into newer comparisons."""
+    versions = sorted(set(results["suite_version"].astype(str)), key=lambda v: tuple(int(p) for p in v.split(".")))
+    return results[results["suite_version"].astype(str) == versions[-1]] if versions else results
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -61,18 +49,46 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def fmt_number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def entry_text(entry: Entry, bold: bool = False) -> str:
+    if not entry.reached:
+        return NOT_REACHED
+    text = fmt_number(entry.mean) + (f" ± {entry.std:.2g}" if entry.seeds > 1 else "")
+    text = f"**{text}**" if bold else text
+    if entry.seeds < entry.of_seeds:
+        text += f" ({entry.seeds}/{entry.of_seeds} seeds)"
+    return text + ("" if entry.converged else f" {UNCONVERGED}")
+
+
+def display_name(entry: Entry) -> str:
+    return {"variant": entry.variant, "control": f"{entry.variant} (control)",
+            "reference": f"{entry.variant} (reference)"}[entry.kind]
+
+
+def best_of(entries: list[Entry], higher: bool) -> set[str]:
+    reached = [e for e in entries if e.reached and e.kind != "reference"]
+    if not reached:
+        return set()
+    best = max(e.mean for e in reached) if higher else min(e.mean for e in reached)
+    return {e.variant for e in reached if e.mean == best}
+
+
 class Leaderboard:
     def __init__(self, results: pd.DataFrame, preset: str, output: Path, plot_dir: Path):
-        self.results = results[results["preset"] == preset]
+        self.all_results = results[results["preset"] == preset]
+        self.results = newest_suite(self.all_results)
         self.preset_name = preset
         self.output = output
         self.plot_dir = plot_dir
-        self.stats = stats(self.results)
         try:
             self.preset = load_preset(preset)
         except UserError:
             self.preset = None  # results of a preset file that is not in the package
 
+    # ----- what the results hold -----
     def task_datasets(self, task: str) -> list[str]:
         present = list(dict.fromkeys(self.results.loc[self.results["task"] == task, "dataset"]))
         if self.preset is not None and task in self.preset.tasks:
@@ -83,84 +99,159 @@ class Leaderboard:
     def tasks(self) -> list:
         return [get_task(t) for t in TASKS.names() if t in set(self.results["task"])]
 
-    def status_of(self, task: str, dataset: str, variant: str) -> str | None:
-        rows = self.results[(self.results["task"] == task) & (self.results["dataset"] == dataset)
-                            & (self.results["variant"] == variant) & (self.results["status"] != "ok")]
-        return rows["status"].iloc[0] if not rows.empty else None
+    def targets(self, dataset: str) -> list[float]:
+        if self.preset is not None and dataset in self.preset.datasets:
+            return self.preset.l0_targets(dataset)
+        return [8.0, 16.0, 32.0]
 
-    def metric_rows(self, task: str, dataset: str, metric: str) -> pd.DataFrame:
-        s = self.stats
-        return s[(s["task"] == task) & (s["dataset"] == dataset) & (s["metric"] == metric)].set_index("variant")
+    def headline_l0(self, dataset: str) -> float:
+        if self.preset is not None and dataset in self.preset.datasets:
+            return self.preset.headline_l0(dataset)
+        return 16.0
+
+    def not_ok(self, task: str, dataset: str) -> pd.DataFrame:
+        r = self.results
+        return r[(r["task"] == task) & (r["dataset"] == dataset) & (r["status"] != "ok")]
 
     # ----- sections -----
     def summary(self) -> str:
-        variants = sorted(v for v in set(self.results["variant"]) if not is_reference(v))
-        header, columns = ["variant"], []
+        columns, notes = [], []
         for task in self.tasks():
             datasets = self.task_datasets(task.name)
-            if datasets:
-                dataset = task.headline_dataset(datasets)
-                columns.append((task, dataset))
-                header.append(f"{task.name}: {task.headline} ({dataset}) {'↑' if task.metrics[task.headline] else '↓'}")
-        ranks = pd.DataFrame(index=variants)
-        cells = {v: [] for v in variants}
-        for task, dataset in columns:
-            rows = self.metric_rows(task.name, dataset, task.headline).reindex(variants).dropna(subset=["mean"])
+            if not datasets:
+                continue
+            dataset = task.headline_dataset(datasets)
+            target = self.headline_l0(dataset)
             higher = task.metrics[task.headline]
-            best = best_variants(rows["mean"], higher)
-            ranks[task.name] = rows["mean"].rank(ascending=not higher)
-            for v in variants:
-                cells[v].append(cell_text(rows, v, best, self.status_of(task.name, dataset, v)))
-        # A rank from a single task would put a specialist (e.g. `supervised`, which only
-        # `composition` can score) above variants scored everywhere: rank only variants that
-        # have a value in at least half the columns.
-        enough = ranks.notna().sum(axis=1) >= max(1, -(-len(columns) // 2))
-        mean_rank = ranks.mean(axis=1, skipna=True).where(enough)
-        order = mean_rank.sort_values(na_position="last").index
-        overall = mean_rank.rank(method="min")
-        table = [[v, *cells[v], f"{int(overall[v])}" if pd.notna(overall[v]) else ""] for v in order]
-        note = ("Mean ± std over seeds; best in bold (↑ higher is better, ↓ lower). Overall rank: "
-                "the order of a variant's mean rank over the columns it has a value in, given to "
-                "variants with a value in at least half the columns.")
-        return "## Summary\n\n" + note + "\n\n" + markdown_table(header + ["overall rank"], table)
+            entries = matched_entries(self.results, task.name, dataset, task.headline, target)
+            if not entries:
+                continue
+            columns.append((task, dataset, target, higher, entries))
+            sigma = pooled_std(entries)
+            verdict = "separates variants beyond noise" if discriminates(entries, higher) else \
+                "**does not separate any two variants beyond noise**"
+            control = [e for e in entries if e.kind == "control" and e.reached]
+            winner = best_of(entries, higher)
+            won_by_control = bool(winner) and all(v in {c.variant for c in control} for v in winner)
+            notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): 2σ = {2 * sigma:.3g}; {verdict}"
+                         + ("; **a control is best**" if won_by_control else ""))
+        names = []
+        for *_, entries in columns:
+            names += [display_name(e) for e in entries if display_name(e) not in names]
+        header = ["model"] + [f"{t.name}: {t.headline} {'↑' if h else '↓'} ({d}, L0 {l0:g})" for t, d, l0, h, _ in columns]
+        rows = []
+        for name in names:
+            cells = []
+            for task, dataset, target, higher, entries in columns:
+                entry = next((e for e in entries if display_name(e) == name), None)
+                if entry is None:
+                    cells.append(self.status_text(task.name, dataset, name.split(" (")[0]))
+                    continue
+                ranks = noise_ranks(entries, higher)
+                text = entry_text(entry, entry.variant in best_of(entries, higher))
+                if entry.variant in ranks:
+                    text += f" #{ranks[entry.variant]}"
+                if entry.kind == "variant" and beats_controls(entry, entries, higher):
+                    text += f" {BEATS}"
+                cells.append(text)
+            rows.append([name, *cells])
+        legend = (f"Each column: the task's headline metric on its headline dataset, read at that dataset's headline "
+                  f"L0 by interpolating every variant's sparsity sweep in log L0 (per seed, then mean ± std over "
+                  f"seeds). #n: rank, counting only models better by more than 2 × the pooled seed std σ (ties "
+                  f"within noise share a rank); there is no overall rank, since the columns are not comparable. "
+                  f"{BEATS}: better than the best control beyond noise. {NOT_REACHED}: the sweep does not reach this "
+                  f"L0. {UNCONVERGED}: read from a model whose training did not converge. Best in bold.")
+        return "## Summary at the headline L0\n\n" + legend + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(notes)
+
+    def status_text(self, task: str, dataset: str, variant: str) -> str:
+        rows = self.not_ok(task, dataset)
+        rows = rows[rows["variant"] == variant]
+        return rows["status"].iloc[0] if not rows.empty else ""
+
+    def target_table(self, task, dataset: str, target: float) -> str:
+        metrics = [m for m in task.metrics if m in set(self.results.loc[(self.results["task"] == task.name)
+                                                                        & (self.results["dataset"] == dataset), "metric"])]
+        per_metric = {m: matched_entries(self.results, task.name, dataset, m, target) for m in metrics}
+        names = []
+        for entries in per_metric.values():
+            names += [display_name(e) for e in entries if display_name(e) not in names]
+        rows = []
+        for name in names:
+            cells = []
+            for m in metrics:
+                entries = per_metric[m]
+                entry = next((e for e in entries if display_name(e) == name), None)
+                if entry is None:
+                    cells.append("")
+                    continue
+                text = entry_text(entry, entry.variant in best_of(entries, task.metrics[m]))
+                if m == task.headline and entry.kind == "variant" and beats_controls(entry, entries, task.metrics[m]):
+                    text += f" {BEATS}"
+                cells.append(text)
+            rows.append([name, *cells])
+        headline = per_metric.get(task.headline, [])
+        verdict = ""
+        if headline:
+            higher = task.metrics[task.headline]
+            verdict = (f"\n\n`{task.headline}` at L0 {target:g}: 2σ = {2 * pooled_std(headline):.3g}; "
+                       + ("separates variants beyond noise." if discriminates(headline, higher)
+                          else "**does not separate any two variants beyond noise.**"))
+        header = ["model", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
+        return f"#### L0 = {target:g}\n\n" + markdown_table(header, rows) + verdict
 
     def task_section(self, task) -> str:
         parts = [f"## {task.name}\n\n{task.description} Headline: `{task.headline}`."]
+        from benchmark.plots import frontier_plot
+
         for dataset in self.task_datasets(task.name):
-            sub = self.stats[(self.stats["task"] == task.name) & (self.stats["dataset"] == dataset)]
-            metrics = [m for m in task.metrics if m in set(sub["metric"])]
-            variants = sorted(set(self.results.loc[(self.results["task"] == task.name)
-                                                   & (self.results["dataset"] == dataset), "variant"]))
-            columns = {m: self.metric_rows(task.name, dataset, m) for m in metrics}
-            best = {m: best_variants(columns[m]["mean"], task.metrics[m]) for m in metrics}
-            rows = [[v, *(cell_text(columns[m], v, best[m], self.status_of(task.name, dataset, v)) for m in metrics)]
-                    for v in variants]
-            header = ["variant", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
-            parts.append(f"### {task.name} on {dataset}\n\n" + markdown_table(header, rows) + self.notes(task.name, dataset))
+            parts.append(f"### {task.name} on {dataset}")
+            plot = frontier_plot(self.results, task.name, dataset, task.headline, task.metrics[task.headline],
+                                 self.targets(dataset), Path(self.plot_dir) / f"frontier_{task.name}_{dataset}.png")
+            if plot is not None:
+                rel = os.path.relpath(plot, self.output.parent)
+                parts.append(f"![{task.headline} against L0 on {dataset}]({rel})")
+            parts += [self.target_table(task, dataset, t) for t in self.targets(dataset)]
+            parts.append(self.notes(task.name, dataset))
         for title, path in task.plots(self.results, self.plot_dir):
             rel = os.path.relpath(path, self.output.parent)
             parts.append(f"**{title}**\n\n![{title}]({rel})")
-        return "\n\n".join(parts)
+        return "\n\n".join(p for p in parts if p)
 
     def notes(self, task: str, dataset: str) -> str:
-        rows = self.results[(self.results["task"] == task) & (self.results["dataset"] == dataset)
-                            & (self.results["status"] != "ok")]
-        lines = sorted({f"- {r.variant} ({r.status}): {r.message}" for r in rows.itertuples()})
-        return "\n\n" + "\n".join(lines) if lines else ""
+        rows = self.not_ok(task, dataset)
+        lines = sorted({f"- {r.variant} [{r.setting}] ({r.status}): {r.message}" for r in rows.itertuples()})
+        return "\n".join(lines)
+
+    def convergence(self) -> str:
+        models = self.results[(self.results["status"] == "ok") & (self.results["steps"].astype(str) != "")
+                              & (self.results["steps"].astype(str) != "0")]
+        models = models.drop_duplicates(["dataset", "variant", "setting", "seed"])
+        if models.empty:
+            return ""
+        unconverged = models[models["converged"].astype(str) != "True"]
+        text = (f"## Convergence\n\n{len(models) - len(unconverged)} of {len(models)} trained models converged "
+                "(mean training loss of the last 10% of steps within 1% of the previous 10%'s).")
+        if unconverged.empty:
+            return text
+        listed = unconverged.groupby(["dataset", "variant"])["setting"].apply(lambda s: ", ".join(sorted(set(s))))
+        rows = [[d, v, s] for (d, v), s in listed.items()]
+        return text + f" Unconverged ({UNCONVERGED} in the tables):\n\n" + markdown_table(["dataset", "variant", "settings"], rows)
 
     def footer(self) -> str:
         r = self.results
         join = lambda col: ", ".join(sorted(set(map(str, r[col]))))  # noqa: E731
-        return (f"---\nPreset `{self.preset_name}` · device {join('device')} · commit {join('git_commit')} · "
-                f"torch {join('torch_version')} · results from {r['timestamp_utc'].min()} to "
-                f"{r['timestamp_utc'].max()} UTC. Generated by `python -m benchmark leaderboard` "
-                "from results.csv; do not edit by hand.")
+        dropped = len(self.all_results) - len(self.results)
+        older = f" {dropped} rows of older suite versions are not shown." if dropped else ""
+        return (f"---\nPreset `{self.preset_name}` · suite {join('suite_version')} · device {join('device')} · "
+                f"commit {join('git_commit')} · torch {join('torch_version')} · results from "
+                f"{r['timestamp_utc'].min()} to {r['timestamp_utc'].max()} UTC.{older} Generated by "
+                "`python -m benchmark leaderboard` from results.csv; do not edit by hand.")
 
     def render(self) -> str:
         head = (f"# SAE benchmark leaderboard\n\nPreset `{self.preset_name}`"
                 + (f": {self.preset.description}" if self.preset else "") + "\n")
-        sections = [head, self.summary(), *(self.task_section(t) for t in self.tasks()), self.footer()]
-        return "\n\n".join(sections) + "\n"
+        sections = [head, self.summary(), *(self.task_section(t) for t in self.tasks()), self.convergence(), self.footer()]
+        return "\n\n".join(s for s in sections if s) + "\n"
 
 
 def write_leaderboard(results_path: Path, output: Path, plot_dir: Path, preset: str | None = None) -> Path:

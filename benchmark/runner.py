@@ -277,9 +277,12 @@ class Runner:
         rows."""
         try:
             trained = self.train(cell, spec)
-            l0 = achieved_l0(trained.model, self.on_device(cell.dataset, cell.seed))
         except Exception as err:  # a failing variant is an error row; the grid runs on
             return self.error_rows(cell, tasks, hashes, f"training: {short_error(err)}")
+        try:
+            l0 = achieved_l0(trained.model, self.on_device(cell.dataset, cell.seed))
+        except Exception as err:
+            return self.error_rows(cell, tasks, hashes, f"evaluation: {short_error(err)}")
         rows, row = [], self.row_maker(cell, hashes, trained, l0)
         for task in tasks:
             try:

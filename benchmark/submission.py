@@ -12,6 +12,11 @@ results.csv is `file.py:Class` (the file's name without its folder, so a run res
 working directory) or `module:Class`; the leaderboard tells external variants from references by
 that ':'.
 
+Two foreign prefixes come first (benchmark/interop, SPEC section 12):
+- `checkpoint:DIR`: a trained SAELens, sparsify or dictionary_learning checkpoint, evaluated without
+  training; named `ckpt:<folder name>` in results.csv, its identity the hash of the folder's files;
+- `overcomplete:CLASS`: an SAE class of overcomplete, trained by our loop; named as given.
+
 `--config FILE.yaml` gives external variants their hyperparameters (see `load_variant_config`).
 """
 import dataclasses
@@ -39,8 +44,26 @@ KNOWN_CAPABILITIES = {"image", "concepts"}
 _resolved: dict[tuple[str, str], type] = {}  # (spec, source hash) -> class: a file is imported once per version
 
 
+CHECKPOINT, OVERCOMPLETE = "checkpoint:", "overcomplete:"
+
+
 def is_external(spec: str) -> bool:
     return ":" in spec
+
+
+def foreign_kind(spec: str) -> str | None:
+    """'checkpoint' or 'overcomplete' for the foreign prefixes, else None."""
+    for prefix in (CHECKPOINT, OVERCOMPLETE):
+        if spec.startswith(prefix):
+            return prefix[:-1]
+    return None
+
+
+def _foreign_target(spec: str) -> str:
+    target = spec.split(":", 1)[1]
+    if not target:
+        raise UserError(f"--variant {spec}: expected checkpoint:DIR or overcomplete:CLASS")
+    return target
 
 
 def _split(spec: str) -> tuple[str, str, bool]:
@@ -56,6 +79,12 @@ def variant_name(spec: str) -> str:
     """The name in results.csv: `relu`, `file.py:Class` or `package.module:Class`."""
     if not is_external(spec):
         return spec
+    if foreign_kind(spec) == "checkpoint":
+        from benchmark.interop import checkpoint_name
+
+        return checkpoint_name(_foreign_target(spec))
+    if foreign_kind(spec):
+        return spec
     target, class_name, is_file = _split(spec)
     return f"{Path(target).name}:{class_name}" if is_file else spec
 
@@ -64,13 +93,17 @@ def canonical_spec(spec: str) -> str:
     """The spec with an absolute file path, so a child process finds the same file."""
     if not is_external(spec):
         return spec
+    if foreign_kind(spec) == "checkpoint":
+        return f"{CHECKPOINT}{Path(_foreign_target(spec)).resolve()}"
+    if foreign_kind(spec):
+        return spec
     target, class_name, is_file = _split(spec)
     return f"{Path(target).resolve()}:{class_name}" if is_file else spec
 
 
 def source_file(spec: str) -> Path | None:
     """The file defining an external variant (None for registered ones)."""
-    if not is_external(spec):
+    if not is_external(spec) or foreign_kind(spec):
         return None
     target, _, is_file = _split(spec)
     if is_file:
@@ -81,7 +114,17 @@ def source_file(spec: str) -> Path | None:
 
 def source_hash(spec: str) -> str:
     """Hash of an external variant's source file, part of every config hash: an edited
-    submission is re-run. (Files it imports are not hashed: use --force after editing those.)"""
+    submission is re-run. (Files it imports are not hashed: use --force after editing those.)
+    A checkpoint's is the hash of its files; an overcomplete class's, overcomplete's version and
+    the adapter's source."""
+    if foreign_kind(spec) == "checkpoint":
+        from benchmark.interop import checkpoint_hash
+
+        return checkpoint_hash(_foreign_target(spec))
+    if foreign_kind(spec) == "overcomplete":
+        from benchmark.interop.overcomplete import source_hash as adapter_hash
+
+        return adapter_hash()
     path = source_file(spec)
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path else ""
 
@@ -94,16 +137,28 @@ def resolve_variant(spec: str) -> type:
     since it was loaded is loaded again (a module:Class is imported once per process)."""
     if not is_external(spec):
         return VARIANTS.get(spec)
+    if foreign_kind(spec) == "checkpoint":
+        from benchmark.interop import checkpoint_class
+
+        return checkpoint_class(_foreign_target(spec))
+    if foreign_kind(spec) == "overcomplete":
+        from benchmark.interop.overcomplete import overcomplete_variant
+
+        return overcomplete_variant(_foreign_target(spec))
     key = (spec, _file_hash(spec))
     if key not in _resolved:
         cls, problems = _load_external(spec)
         if problems:
+            if spec.split(".")[0] == "overcomplete":  # e.g. overcomplete.sae:TopKSAE
+                problems.append(f"for overcomplete's SAE classes use --variant {OVERCOMPLETE}{spec.rpartition(':')[2]}")
             raise UserError("\n".join(f"{variant_name(spec)}: {p}" for p in problems))
         _resolved[key] = as_variant(cls, variant_name(spec))
     return _resolved[key]
 
 
 def _file_hash(spec: str) -> str:
+    if foreign_kind(spec):
+        return ""
     target, _, is_file = _split(spec)
     path = Path(target)
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if is_file and path.is_file() else ""

@@ -11,11 +11,14 @@ latents non-zero on at least one test sample, zero atoms dropped), coefficients 
 squares on the chosen atoms (OMP's own). The same edit is applied to the codes of the first
 N_IMAGES = 64 test images: x' = clamp01(decode(z + Σ c_j e_j)), achieved Δ = x' − clamp01(decode(z)).
 - `edit_r2` (headline, m = 4) and `edit_r2_m1` (m = 1): pooled R² of achieved against requested,
-  1 − Σ(Δ − Δ*)² / Σ(Δ* − Δ̄*)², every pixel of every (request, image) pooled, Δ̄* the grand mean
-  of the requests. 1: the edits do exactly what was asked. A dictionary that holds the request
-  atoms scores 1 at m = 1; a random dictionary of K unit atoms in D dimensions captures about
-  m·2·ln(K)/D of a request's energy, so little when D is large. Clamping caps it below 1 on
-  images with pixels near 0 or 1 (the same cap for every variant).
+  1 − Σ(Δ − Δ*)² / Σ Δ*², every pixel of every (request, image) pooled. The baseline is the
+  zero edit, not the requests' grand mean: a request's mean is part of what was asked (centring
+  would give "change nothing" a negative score that depends on the window size and colour:
+  −0.13 on 8×8 RGB with 4 windows). 1: the edits do exactly what was asked; 0: nothing of it;
+  < 0: worse than not editing. A dictionary that holds the request atoms scores 1 at m = 1; a
+  random dictionary of K unit atoms in D dimensions captures about m·2·ln(K)/D of a request's
+  energy (linear decoder, no clamping), so little when D is large. Clamping caps it below 1 on
+  images with pixels near 0 or 1 (the same cap for every variant: 0.9996 on whitened_patches).
 - `off_target_frac` (m = 4): Σ of the achieved change's energy outside the request's window /
   its total energy, pooled over requests and images (energies summed before dividing, so an
   edit that achieves almost nothing weighs almost nothing). 0: nothing leaks.
@@ -70,9 +73,11 @@ COLOURS = {"R": (1.0, 0.0, 0.0), "G": (0.0, 1.0, 0.0), "B": (0.0, 0.0, 1.0), "gr
 
 class PooledR2:
     """R² of predictions against targets pooled over everything added, accumulated in float64
-    so that the edits of one latent at a time never have to be held together."""
+    so that the edits of one latent at a time never have to be held together. `centred=False`
+    measures against the zero prediction instead of the grand mean: 1 − SSE / Σ y²."""
 
-    def __init__(self):
+    def __init__(self, centred: bool = True):
+        self.centred = centred
         self.n = 0
         self.sum = 0.0
         self.sum_sq = 0.0
@@ -87,7 +92,7 @@ class PooledR2:
         self.sse += float((target - prediction).square().sum(dtype=wide))
 
     def value(self) -> float:
-        total = self.sum_sq - self.sum**2 / self.n  # Σ(y − ȳ)², ȳ the grand mean
+        total = self.sum_sq - (self.sum**2 / self.n if self.centred else 0.0)  # Σ(y − ȳ)² or Σ y²
         return 1.0 - self.sse / total if total > 0 else float("nan")
 
 
@@ -298,7 +303,7 @@ class Intervention(Task):
         for m in EDIT_ATOMS:
             coefficients = pursuit_coefficients(requests.flatten(1), atoms, m)
             achieved[m] = achieved_edits(decode, codes, latents, coefficients)
-            r2 = PooledR2()
+            r2 = PooledR2(centred=False)
             r2.add(requests[:, None], achieved[m])
             metrics["edit_r2" if m == max(EDIT_ATOMS) else f"edit_r2_m{m}"] = r2.value()
         off_target = off_target_fraction(achieved[max(EDIT_ATOMS)], windows)

@@ -1,9 +1,12 @@
 """Task 1: reconstruction quality on the test split, and its cost in FLOPs and parameters."""
+import torch
+
 from benchmark.flops import count_params, flops_per_sample
+from benchmark.minilm import downstream_recovered
 from benchmark.registry import TASKS
 from benchmark.task import Task
 
-from tasks._common import encode_test, pooled_r2, psnr_db
+from tasks._common import encode_all, encode_test, pooled_r2, psnr_db
 
 FLOP_BATCH = 256  # fvcore's count is amortised over this many samples
 
@@ -15,6 +18,7 @@ class Reconstruction(Task):
     metrics = {
         "r2": True, "mse": False, "psnr_db": True, "params": False, "flops_per_sample": False,
         "r2_per_mflop": True, "r2_per_kparam": True, "r2_at_half_k": True, "r2_at_double_k": True,
+        "downstream_recovered": True,
     }
 
     def evaluate(self, trained, dataset, config):
@@ -35,7 +39,19 @@ class Reconstruction(Task):
             out["psnr_db"] = psnr_db(mse)
         if model.supports_inference_k():
             out.update(self.adaptive_k(model, dataset))
+        if "minilm" in dataset.truth:  # activations of a language model: splice them back in
+            out["downstream_recovered"] = self.downstream(model, dataset)
         return out
+
+    def downstream(self, model, dataset) -> float:
+        """SPEC 5.1: the sentence embedding with the layer replaced by the reconstruction,
+        against mean ablation (benchmark.minilm.downstream_recovered)."""
+        def reconstruct(acts):
+            codes = encode_all(model, acts.to(dataset.test.device, dataset.test.dtype))
+            return torch.cat([model.decode(part) for part in codes.split(512)]).flatten(1)
+
+        with torch.no_grad():
+            return downstream_recovered(reconstruct, dataset, device=dataset.test.device)
 
     def adaptive_k(self, model, dataset) -> dict[str, float]:
         """R² at half and double the trained k, without retraining."""

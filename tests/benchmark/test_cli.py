@@ -78,6 +78,7 @@ def test_bad_names_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args
     assert not out.exists()
 
 
+VALID = "seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {}}\ntasks: {sparsity: {datasets: [digits8]}}\n"
 PRESET_ERRORS = [
     ("seeds: [0\n", "malformed YAML at line"),
     ("- just\n- a list\n", "must be a YAML mapping"),
@@ -93,6 +94,14 @@ PRESET_ERRORS = [
     ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {bogus: 1}}\n"
      "tasks: {sparsity: {datasets: [digits8]}}\n", "unknown parameter(s) bogus"),
     ("seedz: [0]\n", "unknown key(s) ['seedz']"),
+    (VALID + "variants: {topk: {sweep: [{k: 4}, {kay: 8}]}}\n", "sweep entry {'kay': 8} sets unknown hyperparameter(s) ['kay'] of topk"),
+    (VALID + "variants: {topk: {sweep: []}}\n", "'sweep' must be a non-empty list"),
+    (VALID + "variants: {topk: {sweep: {k: 4}}}\n", "'sweep' must be a non-empty list"),
+    (VALID + "variants: {relu: {l1_coef: 0.1}}\n", "unknown hyperparameter(s) ['l1_coef'] of relu"),
+    (VALID + "comparison: {l0_targets: [8, -4], headline_l0: 8}\n", "'l0_targets' must be a non-empty list of positive numbers"),
+    (VALID + "comparison: {l0_targets: [8, many]}\n", "'l0_targets' must be a non-empty list of positive numbers"),
+    (VALID + "comparison: {headline_l0: 0}\n", "'headline_l0' must be a positive number"),
+    (VALID + "controls: {pca: {}, nosuch: {}}\n", "unknown control 'nosuch'"),
 ]
 
 

@@ -145,7 +145,7 @@ def test_failing_cells_become_error_rows_and_the_grid_runs_on(tmp_path, capsys):
         assert all(reason in message for message in rows["message"]), (name, set(rows["message"]))
     err = capsys.readouterr().err
     assert err.count("error: ") == len(RUNTIME_FAILURES)  # the summary names every failed cell
-    assert "error: sparsity / digits8 / variants.py:HangsInTraining / seed 0: timed out after 8 s" in err
+    assert "error: sparsity / digits8 / variants.py:HangsInTraining [default] / seed 0: timed out after 8 s" in err
 
 
 def test_a_child_gives_the_same_numbers_as_the_parent(tmp_path):

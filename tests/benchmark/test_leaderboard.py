@@ -1,64 +1,82 @@
 """The leaderboard from a hand-built results table whose right answers are known."""
 import pandas as pd
 
-from benchmark.leaderboard import Leaderboard, write_leaderboard
+from benchmark.leaderboard import write_leaderboard
 from benchmark.plots import pareto_front
 from benchmark.results import ResultsFile, RunInfo, make_rows
 
-DIRECTIONS = {"r2": True, "mse": False, "l0": False, "entropy_bits": False}
+INFO = RunInfo("r", "c", "tiny-board", "cpu", "2")
 
 
-def write(path, variant, seed, task, metrics, status="ok"):
-    info = RunInfo("r", "c", "tiny-board", "cpu", "2")
-    ResultsFile(path).write(make_rows(info, task=task, dataset="digits8", variant=variant, seed=seed,
-                                      config_hash=f"{task}{variant}{seed}", metrics=metrics,
-                                      directions=DIRECTIONS, status=status, message="boom"))
+def write(path, variant, seed, setting, l0, metrics, task="reconstruction", status="ok", converged=True):
+    directions = {"r2": True, "mse": False}
+    ResultsFile(path).write(make_rows(INFO, task=task, dataset="digits8", variant=variant, seed=seed, setting=setting,
+                                      l0=l0, converged=converged, steps=100,
+                                      config_hash=f"{task}{variant}{seed}{setting}", metrics=metrics,
+                                      directions=directions, status=status, message="boom"))
 
 
 def build(tmp_path):
     path = tmp_path / "results.csv"
-    for seed, (a, b) in enumerate([(0.8, 0.5), (0.6, 0.7)]):
-        write(path, "relu", seed, "reconstruction", {"r2": a, "mse": 1 - a})
-        write(path, "topk", seed, "reconstruction", {"r2": b, "mse": 1 - b})
-        write(path, "relu", seed, "sparsity", {"l0": 10 + seed})
-        write(path, "topk", seed, "sparsity", {"l0": 4.0})
-    write(path, "mp", 0, "reconstruction", {}, status="error")
+    for seed in (0, 1, 2):
+        jitter = 0.002 * seed
+        write(path, "topk", seed, "k=8", 8, {"r2": 0.60 + jitter, "mse": 0.4})
+        write(path, "topk", seed, "k=32", 32, {"r2": 0.90 + jitter, "mse": 0.1})  # 0.75 at L0 16
+        write(path, "relu", seed, "l1=0.1", 10, {"r2": 0.50 + jitter, "mse": 0.5}, converged=False)
+        write(path, "relu", seed, "l1=0.01", 40, {"r2": 0.70 + jitter, "mse": 0.3}, converged=False)
+        write(path, "pca", seed, "k=16", 16, {"r2": 0.70 + jitter, "mse": 0.3})
+        write(path, "mp", seed, "k=64", 64, {"r2": 0.99, "mse": 0.01})  # never reaches 16
+    write(path, "jumprelu", 0, "default", float("nan"), {}, status="error")
     return path
 
 
-def test_summary_has_mean_std_bold_best_and_rank(tmp_path):
-    path = build(tmp_path)
+def summary_row(text, name):
+    return next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+
+
+def test_summary_reads_every_model_at_the_headline_l0_with_controls_and_noise_ranks(tmp_path):
+    text = write_leaderboard(build(tmp_path), tmp_path / "board.md", tmp_path / "plots").read_text()
+    # topk: halfway in log L0 between 0.60 and 0.90 -> 0.75 (+ seed jitter), beats pca's 0.70 beyond noise.
+    assert summary_row(text, "topk").startswith("| topk | **0.752 ± 0.002** #1 ✓")
+    # relu: 0.5 + 0.2·log(16/10)/log(4) = 0.5678 (+ jitter), unconverged (†), below the control.
+    relu = summary_row(text, "relu")
+    assert "0.5698 ± 0.002 †" in relu and "✓" not in relu and "#3" in relu
+    assert "| pca (control) | 0.702 ± 0.002 #2 |" in text
+    assert "| mp | n/r |" in text  # its sweep never reaches L0 16: not extrapolated
+    assert "separates variants beyond noise" in text
+    assert "jumprelu [default] (error): boom" in text
+    assert "overall" not in text.split("## reconstruction")[0].lower().replace("no overall rank", "")
+
+
+def test_a_task_where_variants_tie_within_noise_says_so(tmp_path):
+    path = tmp_path / "results.csv"
+    for seed in (0, 1, 2):
+        noise = 0.05 * (seed - 1)
+        write(path, "topk", seed, "k=16", 16, {"r2": 0.80 + noise, "mse": 0.2})
+        write(path, "relu", seed, "l1=1", 16, {"r2": 0.81 - noise, "mse": 0.2})
     text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
-    # relu r2: mean 0.7, std 0.1414 (sample std over seeds); topk 0.6: relu is best on r2.
-    assert "| relu | **0.7 ± 0.14** | 10.5 ± 0.71 | 1 |" in text
-    assert "| topk | 0.6 ± 0.14 | **4 ± 0** | 1 |" in text
-    assert "| mp | error |" in text and "mp (error): boom" in text
-    assert "Preset `tiny-board`" in text
+    assert "does not separate any two variants beyond noise" in text
+    assert "#1" in summary_row(text, "topk") and "#1" in summary_row(text, "relu")  # a shared rank
 
 
-def test_overall_rank_orders_by_mean_rank(tmp_path):
+def test_the_board_has_frontier_plots_tables_per_target_and_a_convergence_section(tmp_path):
+    text = write_leaderboard(build(tmp_path), tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert "![r2 against L0 on digits8](plots/frontier_reconstruction_digits8.png)" in text
+    assert (tmp_path / "plots" / "frontier_reconstruction_digits8.png").stat().st_size > 0
+    for target in ("8", "16", "32"):
+        assert f"#### L0 = {target}\n" in text
+    assert "## Convergence" in text and "relu | l1=0.01, l1=0.1" in text
+
+
+def test_rows_of_an_older_suite_version_are_not_mixed_in(tmp_path):
     path = build(tmp_path)
-    write(path, "mp", 0, "reconstruction", {"r2": 0.1, "mse": 0.9})
-    write(path, "mp", 0, "sparsity", {"l0": 50.0})
-    results = pd.read_csv(path, keep_default_na=False, na_values={"value": [""]})
-    summary = Leaderboard(results, "tiny-board", tmp_path / "b.md", tmp_path / "plots").summary()
-    assert summary.strip().splitlines()[-1].startswith("| mp |") and summary.strip().endswith("| 3 |")
+    frame = pd.read_csv(path, keep_default_na=False)
+    old = frame[frame["variant"] == "topk"].assign(suite_version="0.1.0", variant="ghost", config_hash="old")
+    pd.concat([frame, old]).to_csv(path, index=False)
+    text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert "ghost" not in text and "rows of older suite versions are not shown" in text
 
 
 def test_pareto_front_keeps_only_undominated_points():
     points = pd.DataFrame({"cost": [1, 2, 3, 4], "r2": [0.5, 0.4, 0.9, 0.8]})
     assert pareto_front(points, "cost", "r2")["cost"].tolist() == [1, 3]
-
-
-def test_a_variant_scored_on_too_few_columns_gets_no_overall_rank(tmp_path):
-    path = build(tmp_path)
-    for seed in (0, 1):  # a third column: 2 of 3 columns are needed for a rank
-        write(path, "relu", seed, "atom_entropy", {"entropy_bits": 9.0})
-        write(path, "topk", seed, "atom_entropy", {"entropy_bits": 8.0})
-    write(path, "special.py:Special", 0, "reconstruction", {"r2": 0.99, "mse": 0.01})  # best r2, nothing else
-    results = pd.read_csv(path, keep_default_na=False, na_values={"value": [""]})
-    summary = Leaderboard(results, "tiny-board", tmp_path / "b.md", tmp_path / "plots").summary()
-    rows = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()[4:]}
-    assert "**0.99**" in rows["special.py:Special"] and rows["special.py:Special"].endswith("|  |")
-    assert rows["topk"].endswith("| 1 |") and rows["relu"].endswith("| 2 |")
-    assert list(rows)[-1] == "special.py:Special"

@@ -1,3 +1,4 @@
+import pytest
 import math
 
 import pandas as pd
@@ -55,3 +56,36 @@ def test_content_hash_ignores_key_order_and_sees_values():
 
 def test_two_runs_started_together_get_different_ids():
     assert RunInfo.new("p", "cpu").run_id != RunInfo.new("p", "cpu").run_id
+
+
+def test_a_version_1_file_is_migrated_when_read(tmp_path):
+    """Schema 1 had no setting, l0, converged or steps: the migration fills the setting with
+    "default", the L0 from the cell's own sparsity row, and marks convergence as unknown."""
+    from benchmark.results import read_results
+
+    v1_columns = ["schema_version", "run_id", "timestamp_utc", "git_commit", "suite_version", "preset", "device",
+                  "torch_version", "task", "dataset", "variant", "seed", "metric", "value", "higher_is_better",
+                  "status", "message", "config_hash"]
+    common = [1, "r", "t", "c", "0.1.0", "default", "cpu", "2"]
+    rows = [common + ["reconstruction", "digits8", "topk", 0, "r2", 0.8, True, "ok", "", "h1"],
+            common + ["sparsity", "digits8", "topk", 0, "l0", 8.0, False, "ok", "", "h2"],
+            common + ["reconstruction", "digits8", "relu", 0, "r2", 0.7, True, "ok", "", "h3"]]
+    path = tmp_path / "results.csv"
+    pd.DataFrame(rows, columns=v1_columns).to_csv(path, index=False)
+    frame = read_results(path)
+    assert list(frame.columns) == COLUMNS and set(frame["schema_version"]) == {2}
+    topk = frame[frame["variant"] == "topk"]
+    assert set(topk["l0"]) == {8.0} and set(topk["setting"]) == {"default"}
+    assert frame.loc[frame["variant"] == "relu", "l0"].isna().all()  # no sparsity row: unknown
+    assert not frame["converged"].any()
+
+
+def test_a_file_of_an_unknown_schema_version_is_refused_with_one_line(tmp_path):
+    from benchmark.errors import UserError
+    from benchmark.results import read_results
+
+    path = tmp_path / "results.csv"
+    pd.DataFrame({"schema_version": [7], "task": ["x"]}).to_csv(path, index=False)
+    with pytest.raises(UserError, match="schema version") as err:
+        read_results(path)
+    assert "\n" not in str(err.value)

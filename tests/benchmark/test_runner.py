@@ -1,5 +1,5 @@
-from benchmark import runner
-from benchmark.runner import ModelSpec
+from benchmark import plan
+from benchmark.plan import ModelSpec
 from benchmark.training import TrainConfig
 
 
@@ -20,11 +20,11 @@ def test_the_model_cache_key_sees_everything_that_determines_a_model():
 
 def test_the_model_cache_key_changes_with_the_training_code(monkeypatch):
     before = spec().key([])
-    monkeypatch.setattr(runner, "training_code_digest", lambda: "edited code")
+    monkeypatch.setattr(plan, "training_code_digest", lambda: "edited code")
     assert spec().key([]) != before
 
 
 def test_the_training_code_digest_covers_the_variant_files():
-    runner.training_code_digest.cache_clear()
-    assert runner.training_code_digest() == runner.training_code_digest()
-    assert len(runner.training_code_digest()) == 16
+    plan.training_code_digest.cache_clear()
+    assert plan.training_code_digest() == plan.training_code_digest()
+    assert len(plan.training_code_digest()) == 16

@@ -1,14 +1,18 @@
 import math
+import sys
+import types
 
 import pandas as pd
 import pytest
 import torch
 
 from benchmark.data import Dataset
+from benchmark.datasets import build_dataset
 from benchmark.registry import TASKS, VARIANTS
-from benchmark.training import TrainedModel
+from benchmark.training import TrainConfig, TrainedModel, train_model
 from benchmark.variant import SAE
-from tasks.atom_entropy import AtomEntropy, atom_entropy_bits, atom_metrics, color_purity, display_atoms
+from tasks.atom_entropy import (RANDOM_ATOMS, AtomEntropy, atom_entropy_bits, atom_metrics, color_purity,
+                                display_atoms, headline_artifacts, random_atom_entropy)
 from tests.tasks._toys import AffineToy, image_dataset, trained_variant
 
 H = W = 4
@@ -26,24 +30,53 @@ def test_one_pixel_atom_has_zero_bits():
 
 
 def test_uniform_atom_has_log2_hw_bits_and_norm_one():
-    atom = torch.full((1, 3, H, W), -0.2)  # the sign is irrelevant: energy is |a|
+    atom = torch.full((1, 3, H, W), -0.2)  # the sign is irrelevant: energy is a²
     assert atom_entropy_bits(atom).item() == pytest.approx(math.log2(H * W))
     assert atom_metrics(atom)["entropy_norm"] == pytest.approx(1.0)
 
 
-def test_two_pixel_atom_sums_absolute_values_over_channels():
-    # Pixel A: |r| = 1. Pixel B: |g| + |b| = 0.5 + 0.5 = 1. Equal energies: exactly 1 bit.
-    # (Summing squares instead would give energies 1 and 0.5, and 0.918 bits.)
+def test_energy_is_the_sum_of_squares_over_channels():
+    # Pixel A: r = 1 (energy 1). Pixel B: g = b = 1/√2 (energy ½ + ½ = 1). Equal: exactly 1 bit.
     atom = torch.zeros(1, 3, H, W)
     atom[0, 0, 0, 0] = 1.0
-    atom[0, 1, 3, 3], atom[0, 2, 3, 3] = 0.5, -0.5
+    atom[0, 1, 3, 3], atom[0, 2, 3, 3] = 2**-0.5, -(2**-0.5)
     assert atom_entropy_bits(atom).item() == pytest.approx(1.0)
+    # g = b = ½: squared energies 1 and ½ give H(⅔, ⅓) = 0.918 bits; summing |a| (energies 1
+    # and 1, revision 1's rule) would give 1 bit.
+    atom[0, 1, 3, 3], atom[0, 2, 3, 3] = 0.5, -0.5
+    expected = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
+    assert atom_entropy_bits(atom).item() == pytest.approx(expected)
 
 
 def test_entropy_is_per_atom_and_metrics_average_it():
     atoms = torch.stack([one_hot_pixel(), torch.ones(3, H, W)])
     assert atom_entropy_bits(atoms).tolist() == pytest.approx([0.0, math.log2(H * W)])
     assert atom_metrics(atoms)["entropy_bits"] == pytest.approx(math.log2(H * W) / 2)
+
+
+# ----- entropy against random atoms -----
+def test_random_atoms_score_one_against_random_atoms():
+    # 300 Gaussian atoms from another seed: the per-atom entropy has std 0.067 bits on 3×8×8,
+    # so their mean is within 0.005 of the reference (≈ 9 standard errors).
+    atoms = torch.randn(300, 3, 8, 8, generator=torch.Generator().manual_seed(123))
+    assert atom_metrics(atoms)["entropy_vs_random"] == pytest.approx(1.0, abs=0.005)
+
+
+def test_localised_atoms_score_their_bits_over_the_random_reference():
+    one_pixel = torch.stack([one_hot_pixel(h=8, w=8, at=(i, i)) for i in range(8)])
+    assert atom_metrics(one_pixel)["entropy_vs_random"] == 0.0
+    block = torch.zeros(1, 3, 8, 8)
+    block[0, :, 2:4, 2:4] = 1.0  # 4 equal pixels: 2 bits
+    reference = random_atom_entropy((3, 8, 8))
+    assert atom_metrics(block)["entropy_vs_random"] == pytest.approx(2.0 / reference)
+    # Random atoms are far from uniform: log2(64) = 6 bits against a reference of ≈ 5.58.
+    assert 0.92 < reference / 6.0 < 0.94
+
+
+def test_random_reference_sampling_error_is_below_a_tenth_of_a_percent():
+    other = atom_entropy_bits(torch.randn(RANDOM_ATOMS, 3, 8, 8, generator=torch.Generator().manual_seed(7)))
+    assert float(other.mean()) == pytest.approx(random_atom_entropy((3, 8, 8)), rel=1e-3)
+    assert random_atom_entropy((1, 8, 8)) < random_atom_entropy((3, 8, 8))  # shape matters: 1 dof per pixel
 
 
 # ----- colour purity: known answers -----
@@ -104,31 +137,93 @@ def toy_model_and_data():
     return AffineToy(dictionary, torch.full((3, H, W), 0.5), encoder), data
 
 
-def test_evaluate_averages_over_alive_atoms_only(tmp_path):
+def fake_matched(monkeypatch, settings):
+    """A stand-in for the lead's `benchmark.matched.headline_settings`."""
+    module = types.ModuleType("benchmark.matched")
+    module.headline_settings = lambda results, task, dataset: settings
+    monkeypatch.setitem(sys.modules, "benchmark.matched", module)
+
+
+def test_evaluate_averages_over_alive_atoms_only(tmp_path, monkeypatch):
     model, data = toy_model_and_data()
     task = AtomEntropy()
-    config = {"artifact_dir": tmp_path / "artifacts", "model_name": "toy", "seed": 3}
+    config = {"artifact_dir": tmp_path / "artifacts", "model_name": "toy", "seed": 3, "setting": "k=4"}
     metrics = task.evaluate(TrainedModel(model=model), data, config)
     assert metrics["alive_atoms"] == 3
     assert metrics["entropy_bits"] == pytest.approx((0 + math.log2(H * W) + 1) / 3)
     assert metrics["entropy_norm"] == pytest.approx((0 + 1 + 1 / math.log2(H * W)) / 3)
+    assert metrics["entropy_vs_random"] == pytest.approx(metrics["entropy_bits"] / random_atom_entropy((3, H, W)))
     assert metrics["color_purity"] == pytest.approx(1.0)
-    saved = torch.load(tmp_path / "artifacts" / "atom_entropy" / "tiny" / "toy-seed3.pt")
+    [saved_path] = (tmp_path / "artifacts" / "atom_entropy" / "tiny").glob("*.pt")
+    saved = torch.load(saved_path)
     assert sorted(saved["latents"].tolist()) == [0, 1, 3]  # the dead latent is not shown
+    assert saved["label"] == {"variant": "toy", "seed": 3, "setting": "k=4"}
 
     results = pd.DataFrame([dict(task="atom_entropy", dataset="tiny", variant="toy", seed=3, metric=m,
                                  value=v, status="ok") for m, v in metrics.items()])
+    fake_matched(monkeypatch, {"toy": "k=4"})
     [(title, path)] = task.plots(results, tmp_path)
     assert path.exists() and path.suffix == ".png" and "tiny" in title
 
 
+def test_gallery_shows_the_headline_setting_and_the_lowest_seed(tmp_path, monkeypatch):
+    model, data = toy_model_and_data()
+    task = AtomEntropy()
+    cells = [("toy", "k=4", 1), ("toy", "k=4", 0), ("toy", "k=8", 0), ("pca", "L0=4", 2), ("other", "k=2", 0)]
+    folder = tmp_path / "artifacts" / "atom_entropy" / "tiny"
+    for variant, setting, seed in cells:
+        # File names are the runner's business (a distinct model_name keeps today's names
+        # apart); the task finds its cells by the label saved inside.
+        config = {"artifact_dir": tmp_path / "artifacts", "model_name": f"{variant}-{setting}", "seed": seed}
+        before = set(folder.glob("*.pt"))
+        task.evaluate(TrainedModel(model=model), data, config)
+        [path] = set(folder.glob("*.pt")) - before
+        blob = torch.load(path)
+        blob["label"] = {"variant": variant, "seed": seed, "setting": setting}
+        torch.save(blob, path)
+    fake_matched(monkeypatch, {"toy": "k=4", "pca": "L0=4"})  # "other" reached no headline L0
+    chosen = headline_artifacts(pd.DataFrame(), tmp_path, "atom_entropy", ".pt", lambda p: torch.load(p)["label"])
+    labels = {v: torch.load(p)["label"] for v, p in chosen["tiny"].items()}
+    assert labels == {"toy": {"variant": "toy", "seed": 0, "setting": "k=4"},
+                      "pca": {"variant": "pca", "seed": 2, "setting": "L0=4"}}
+
+
 def test_registered_under_its_name():
     assert TASKS.get("atom_entropy") is AtomEntropy
+    assert AtomEntropy.headline == "entropy_vs_random" and AtomEntropy.metrics["entropy_vs_random"] is False
 
 
 def test_non_image_data_is_skipped():
     vectors = Dataset(name="vec", train=torch.rand(4, 10), test=torch.rand(4, 10), config={})
     assert "needs images" in AtomEntropy().skip_reason(VARIANTS.get("relu"), vectors)
+
+
+# ----- untrained against trained -----
+@pytest.fixture(scope="module")
+def untrained_and_trained_topk():
+    """TopK (216 latents, k = 4) on whitened 6×6 crops, untrained and after 15 epochs (240
+    steps); one thread, as the runner's children use: faster on a busy 2-core machine."""
+    data = build_dataset("wp", {"kind": "whitened_patches", "size": 6, "n_train": 2000, "n_test": 256})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models = []
+        for epochs in (0, 15):
+            torch.manual_seed(0)
+            model = VARIANTS.get("topk")(data.input_shape, 216, k=4, aux_k=108, dead_steps=50)
+            models.append(train_model(model, data, TrainConfig(epochs, 128, 3e-3), seed=0))
+    finally:
+        torch.set_num_threads(threads)
+    return data, *models
+
+
+def test_training_localises_the_atoms_of_whitened_patches(untrained_and_trained_topk):
+    # Untrained atoms are random Gaussian directions: 1 × random. Measured after training: 0.937.
+    data, untrained, trained = untrained_and_trained_topk
+    before = AtomEntropy().evaluate(untrained, data, {})["entropy_vs_random"]
+    after = AtomEntropy().evaluate(trained, data, {})["entropy_vs_random"]
+    assert before == pytest.approx(1.0, abs=0.01)
+    assert after < before - 0.04
 
 
 # ----- every registered variant -----
@@ -139,6 +234,6 @@ def test_every_image_variant_gets_finite_metrics(variant):
     if task.skip_reason(VARIANTS.get(variant), data):
         pytest.skip(task.skip_reason(VARIANTS.get(variant), data))
     metrics = task.evaluate(trained_variant(variant, data, epochs=1), data, {})
-    assert set(metrics) == {"entropy_bits", "entropy_norm", "color_purity", "alive_atoms"}
+    assert set(metrics) == {"entropy_bits", "entropy_norm", "entropy_vs_random", "color_purity", "alive_atoms"}
     assert all(math.isfinite(v) for v in metrics.values())
     assert 0 <= metrics["entropy_norm"] <= 1 + 1e-9 and 0.5 <= metrics["color_purity"] <= 1 + 1e-9

@@ -52,3 +52,55 @@ def test_task_on_an_identity_autoencoder():
     assert out["r2_at_half_k"] < 0.9  # half the pixels dropped
     assert model.k == d  # restored after the adaptive-k probes
     assert out["psnr_db"] == pytest.approx(100.0)  # the cap for a perfect reconstruction
+
+
+# ----- downstream_recovered on minilm (the real MiniLM, a tiny corpus) -----
+class LinearToy(torch.nn.Module):
+    """x̂ = (x·E)·D + b: identity with E = D = I, b = 0; the training mean with D = 0, b = mean."""
+
+    def __init__(self, d, decoder_scale=1.0, bias=None):
+        super().__init__()
+        self.n_latents, self.input_shape, self.requires = d, (d,), frozenset()
+        self.E = torch.nn.Parameter(torch.eye(d))
+        self.D = torch.nn.Parameter(decoder_scale * torch.eye(d))
+        self.b = torch.nn.Parameter(torch.zeros(d) if bias is None else bias.clone())
+
+    def encode(self, x):
+        return x @ self.E
+
+    def decode(self, codes):
+        return codes @ self.D + self.b
+
+    def supports_inference_k(self):
+        return False
+
+
+@pytest.fixture(scope="module")
+def minilm_tiny(tmp_path_factory):
+    from benchmark.datasets import build_dataset
+
+    params = {"n_docs": 6, "n_docstrings": 4, "n_templated": 10, "n_downstream": 8,
+              "cache_dir": str(tmp_path_factory.mktemp("activations"))}
+    return build_dataset("minilm", params)
+
+
+def test_downstream_of_an_identity_is_1_and_of_mean_ablation_is_0(minilm_tiny):
+    from benchmark.minilm import downstream_recovered
+
+    mean = minilm_tiny.train.mean(0)
+    assert downstream_recovered(lambda x: x, minilm_tiny) == pytest.approx(1.0, abs=1e-5)
+    assert downstream_recovered(lambda x: mean.expand_as(x), minilm_tiny) == pytest.approx(0.0, abs=1e-6)
+    # zero ablation is not mean ablation, nor a reconstruction
+    zeros = downstream_recovered(torch.zeros_like, minilm_tiny)
+    assert abs(zeros) > 0.05 and zeros < 0.9
+
+
+def test_reconstruction_reports_downstream_recovered_on_minilm_only(minilm_tiny):
+    d = minilm_tiny.input_shape[0]
+    identity = Reconstruction().evaluate(TrainedModel(LinearToy(d)), minilm_tiny, {})
+    assert identity["downstream_recovered"] == pytest.approx(1.0, abs=1e-5)
+    assert identity["r2"] == pytest.approx(1.0)
+    mean = LinearToy(d, decoder_scale=0.0, bias=minilm_tiny.train.mean(0))
+    assert Reconstruction().evaluate(TrainedModel(mean), minilm_tiny, {})["downstream_recovered"] == pytest.approx(0.0, abs=1e-6)
+    x = torch.randn(32, d)
+    assert "downstream_recovered" not in Reconstruction().evaluate(TrainedModel(LinearToy(d)), Dataset("toy", x, x, {}), {})

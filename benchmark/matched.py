@@ -1,0 +1,178 @@
+"""Comparing at matched L0 (SPEC section 6).
+
+Each model of a sweep lands at its own achieved test L0. A metric *at target L0 t* is read off
+each (variant, seed)'s sweep by linear interpolation in log L0 between the two models whose L0
+bracket t (a model exactly at t is used as it is), then averaged over seeds. Outside the swept
+range it is "not reached", never extrapolated.
+
+Noise: the pooled seed std σ of a comparison is the root mean of the per-entry seed variances
+(entries with at least two seeds). Entry A is better than B *beyond noise* when it is better by
+more than 2σ. A variant *beats the controls* when it is better than the best control at the same
+L0 beyond noise; a comparison *discriminates* when some pair of variants differs beyond noise;
+ranks count the entries better beyond noise (ties within noise share a rank).
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from benchmark.registry import CONTROLS
+
+NOISE_MULTIPLE = 2.0
+
+
+def is_control_name(variant: str) -> bool:
+    return variant in CONTROLS
+
+
+def model_rows(results: pd.DataFrame, task: str, dataset: str, metric: str) -> pd.DataFrame:
+    """ok rows of one metric that come from a model (they have an L0)."""
+    rows = results[(results["task"] == task) & (results["dataset"] == dataset) & (results["metric"] == metric)
+                   & (results["status"] == "ok")]
+    return rows[pd.to_numeric(rows["l0"], errors="coerce").notna()].assign(l0=lambda r: r["l0"].astype(float))
+
+
+def reference_rows(results: pd.DataFrame, task: str, dataset: str, metric: str) -> pd.DataFrame:
+    """ok rows of one metric from references (no model, no L0)."""
+    rows = results[(results["task"] == task) & (results["dataset"] == dataset) & (results["metric"] == metric)
+                   & (results["status"] == "ok")]
+    return rows[pd.to_numeric(rows["l0"], errors="coerce").isna()]
+
+
+def interpolate(l0s, values, target: float) -> tuple[float, list[int]] | None:
+    """(value at `target`, indices of the points used) from points (l0, value), linear in log L0
+    between the nearest points below and above the target; None when the target is not
+    bracketed. Points at L0 0 (nothing active) have no logarithm and bracket nothing."""
+    l0s, values = np.asarray(l0s, float), np.asarray(values, float)
+    usable = np.flatnonzero(l0s > 0)
+    exact = [i for i in usable if math.isclose(l0s[i], target, rel_tol=1e-9)]
+    if exact:
+        return float(values[exact].mean()), exact
+    below = [i for i in usable if l0s[i] < target]
+    above = [i for i in usable if l0s[i] > target]
+    if not below or not above:
+        return None
+    lo = max(below, key=lambda i: l0s[i])
+    hi = min(above, key=lambda i: l0s[i])
+    weight = (math.log(target) - math.log(l0s[lo])) / (math.log(l0s[hi]) - math.log(l0s[lo]))
+    return float(values[lo] + weight * (values[hi] - values[lo])), [lo, hi]
+
+
+@dataclass
+class Entry:
+    """One variant (or control, or reference) at one target L0."""
+
+    variant: str
+    mean: float
+    std: float
+    seeds: int  # seeds that reached the target
+    of_seeds: int  # seeds it has
+    converged: bool  # every model the value was read from converged
+    kind: str  # "variant", "control" or "reference"
+
+    @property
+    def reached(self) -> bool:
+        return self.seeds > 0
+
+
+def _seed_values(rows: pd.DataFrame, target: float) -> tuple[list[float], bool]:
+    values, converged = [], True
+    for _, seed_rows in rows.groupby("seed"):
+        found = interpolate(seed_rows["l0"].to_numpy(), seed_rows["value"].to_numpy(), target)
+        if found is not None:
+            values.append(found[0])
+            used = seed_rows.iloc[found[1]]
+            converged &= bool((used["converged"].astype(str) == "True").all())
+    return values, converged
+
+
+def _summarise(variant: str, values: list[float], of_seeds: int, converged: bool, kind: str) -> Entry:
+    mean = float(np.mean(values)) if values else math.nan
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return Entry(variant, mean, std, len(values), of_seeds, converged, kind)
+
+
+def matched_entries(results: pd.DataFrame, task: str, dataset: str, metric: str, target: float) -> list[Entry]:
+    """Every variant's and control's value at `target`, and every reference's value (the same at
+    every L0), in that order."""
+    entries = []
+    rows = model_rows(results, task, dataset, metric)
+    for variant, variant_rows in rows.groupby("variant", sort=True):
+        values, converged = _seed_values(variant_rows, target)
+        kind = "control" if is_control_name(variant) else "variant"
+        entries.append(_summarise(variant, values, variant_rows["seed"].nunique(), converged, kind))
+    refs = reference_rows(results, task, dataset, metric)
+    for variant, ref_rows in refs.groupby("variant", sort=True):
+        values = ref_rows.groupby("seed")["value"].mean().tolist()
+        entries.append(_summarise(variant, values, len(values), True, "reference"))
+    entries.sort(key=lambda e: ({"variant": 0, "control": 1, "reference": 2}[e.kind], e.variant))
+    return entries
+
+
+def pooled_std(entries: list[Entry]) -> float:
+    variances = [e.std**2 for e in entries if e.reached and e.seeds > 1]
+    return math.sqrt(sum(variances) / len(variances)) if variances else 0.0
+
+
+def better_beyond_noise(a: Entry, b: Entry, higher_is_better: bool, sigma: float) -> bool:
+    margin = (a.mean - b.mean) if higher_is_better else (b.mean - a.mean)
+    return margin > NOISE_MULTIPLE * sigma
+
+
+def best_control(entries: list[Entry], higher_is_better: bool) -> Entry | None:
+    controls = [e for e in entries if e.kind == "control" and e.reached]
+    if not controls:
+        return None
+    return max(controls, key=lambda e: e.mean if higher_is_better else -e.mean)
+
+
+def beats_controls(entry: Entry, entries: list[Entry], higher_is_better: bool) -> bool | None:
+    """Better than the best control at this L0 beyond noise; None when no control reached it."""
+    control = best_control(entries, higher_is_better)
+    if control is None or not entry.reached:
+        return None
+    return better_beyond_noise(entry, control, higher_is_better, pooled_std(entries))
+
+
+def discriminates(entries: list[Entry], higher_is_better: bool) -> bool:
+    """Some pair of variants (controls and references aside) differs beyond noise."""
+    variants = [e for e in entries if e.kind == "variant" and e.reached]
+    sigma = pooled_std(entries)
+    return any(better_beyond_noise(a, b, higher_is_better, sigma) for a in variants for b in variants)
+
+
+def noise_ranks(entries: list[Entry], higher_is_better: bool) -> dict[str, int]:
+    """Rank = 1 + the number of models (variants and controls) better beyond noise."""
+    ranked = [e for e in entries if e.kind != "reference" and e.reached]
+    sigma = pooled_std(entries)
+    return {e.variant: 1 + sum(better_beyond_noise(o, e, higher_is_better, sigma) for o in ranked) for e in ranked}
+
+
+def headline_settings(results: pd.DataFrame, task: str, dataset: str, target: float | None = None) -> dict[str, str]:
+    """{variant: the setting whose mean L0 over seeds is nearest (in log) the target}, for figures
+    that show one model per variant. The target defaults to the dataset's headline L0 in the
+    results' preset (16 when the preset is not known)."""
+    if target is None:
+        target = headline_l0_of(results, dataset)
+    rows = results[(results["task"] == task) & (results["dataset"] == dataset) & (results["status"] == "ok")]
+    rows = rows[pd.to_numeric(rows["l0"], errors="coerce") > 0]
+    chosen = {}
+    for variant, variant_rows in rows.groupby("variant"):
+        l0 = variant_rows.groupby("setting")["l0"].apply(lambda s: s.astype(float).mean())
+        chosen[variant] = min(l0.index, key=lambda s: abs(math.log(l0[s]) - math.log(target)))
+    return chosen
+
+
+def headline_l0_of(results: pd.DataFrame, dataset: str, default: float = 16.0) -> float:
+    from benchmark.config import load_preset
+    from benchmark.errors import UserError
+
+    presets = set(results["preset"]) if "preset" in results else set()
+    try:
+        preset = load_preset(sorted(presets)[0]) if len(presets) == 1 else None
+    except UserError:
+        preset = None
+    if preset is None or dataset not in preset.datasets:
+        return default
+    return preset.headline_l0(dataset)
