@@ -10,6 +10,7 @@ Layers (hidden width m·d, m = `hidden_mult`):
   encoder  conv4×4/2 C→d, conv4×4/2 d→m·d, conv3×3 m·d→d, ReLU after each (the last is the
            bottleneck's);
   decoder  conv3×3 d→m·d, convT4×4/2 m·d→d, convT4×4/2 d→C, ReLU between.
+Loss: squared error, plus `l1_coeff`·‖z‖₁ on the bottleneck (0, the paper's, by default).
 Nearly every parameter works at the bottleneck resolution, so the FLOPs per parameter are
 about (H/4)·(W/4), far more than a linear SAE's one: the trade-off the Tensor-SAE paper measures.
 """
@@ -42,7 +43,7 @@ class ConvAE(SAE):
         height, width = bottleneck_size(input_shape)
         return height * width
 
-    def __init__(self, input_shape, n_latents, hidden_mult: int = 2):
+    def __init__(self, input_shape, n_latents, hidden_mult: int = 2, l1_coeff: float = 0.0):
         super().__init__(input_shape, n_latents)
         channels = self.input_shape[0]
         self.bottleneck_hw = bottleneck_size(self.input_shape)
@@ -62,6 +63,9 @@ class ConvAE(SAE):
             nn.ConvTranspose2d(depth, channels, 4, stride=2, padding=1),
         )
         self.depth = depth
+        # The paper's ConvAE is MSE only (l1_coeff 0): its bottleneck is dense. An L1 penalty on
+        # the bottleneck gives it the sparsity axis every variant is compared along.
+        self.l1_coeff = l1_coeff
 
     def encode(self, x):
         return self.encoder(x).flatten(1)
@@ -71,7 +75,8 @@ class ConvAE(SAE):
 
     def loss(self, x, x_hat, codes):
         mse = squared_error(x, x_hat)
-        return mse, {"mse": mse.detach()}
+        l1 = codes.abs().sum(1).mean()
+        return mse + self.l1_coeff * l1, {"mse": mse.detach(), "l1": l1.detach()}
 
     @torch.no_grad()
     def init_from_data(self, x):

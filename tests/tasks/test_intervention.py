@@ -155,7 +155,9 @@ def whitened(data, seed=0):
     """`data` expressed in a random invertible 'whitened' space, with the truth that maps it back."""
     dim = math.prod(data.input_shape)
     g = torch.Generator().manual_seed(seed)
-    unwhitening = torch.eye(dim) + 0.3 * torch.randn(dim, dim, generator=g) / math.sqrt(dim)
+    # Symmetric positive definite, as ZCA's W⁻¹ = Σ^½: random eigenvectors, scales 0.1 to 3.
+    rotation = torch.linalg.qr(torch.randn(dim, dim, generator=g)).Q
+    unwhitening = (rotation * torch.logspace(math.log10(3), -1, dim)) @ rotation.T
     mean = 0.5 * torch.ones(dim)
     whitening = torch.linalg.inv(unwhitening)
     to_white = lambda x: ((x.flatten(1) - mean) @ whitening).view_as(x)  # noqa: E731

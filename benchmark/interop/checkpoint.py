@@ -1,0 +1,142 @@
+"""A trained SAE read from another library's files, evaluated without training.
+
+Every supported format reduces to one form (the format modules say how their fields map onto it):
+
+    pre   = (x - b_dec·[center]) @ W_enc + b_enc      W_enc (d_in, d_sae), center: a flag
+    codes = activation(pre)                           relu | topk | jumprelu | groupmax | gated
+    x_hat = codes @ W_dec + b_dec                     W_dec (d_sae, d_in)
+
+Where a format rescales activations by the decoder norms (SAELens' `rescale_acts_by_decoder_norm`)
+the loader folds the norms into W_enc, b_enc and W_dec, as SAELens does when it saves an
+inference model: the codes and reconstructions are the same up to float rounding.
+"""
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchmark.errors import UserError
+from benchmark.variant import SAE
+
+from baselines._sparse import decode_rows, row_sparse_codes
+from baselines.topk import keep_topk
+
+ACTIVATIONS = ("relu", "topk", "jumprelu", "groupmax", "gated")
+
+
+@dataclass
+class LinearCheckpoint:
+    format: str  # "SAELens", "sparsify", "dictionary_learning"
+    architecture: str  # the format's own name, e.g. "topk" or "AutoEncoderTopK"
+    directory: Path
+    W_enc: torch.Tensor
+    b_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+    center: bool  # subtract b_dec from x before encoding (every format's input bias is b_dec or none)
+    activation: str
+    k: int | None = None  # topk, groupmax
+    threshold: torch.Tensor | None = None  # jumprelu: codes where pre > threshold (per latent, or one scalar)
+    gate: dict[str, torch.Tensor] = field(default_factory=dict)  # gated: gate_bias, r_mag, mag_bias
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}")
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
+            value = getattr(self, name)
+            if value is not None:  # float32 like every dataset; contiguous like a trained weight
+                setattr(self, name, value.detach().to(torch.float32).contiguous())
+        if self.threshold is not None and self.threshold.dim() and bool((self.threshold == self.threshold[0]).all()):
+            self.threshold = self.threshold[0].clone()  # one threshold for all latents is one number
+        self.gate = {n: v.detach().to(torch.float32).contiguous() for n, v in self.gate.items()}
+
+    @property
+    def d_in(self) -> int:
+        return self.W_enc.shape[0]
+
+    @property
+    def d_sae(self) -> int:
+        return self.W_enc.shape[1]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {n: getattr(self, n) for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return dict(out, **self.gate)
+
+    def describe(self) -> str:
+        extra = f", k={self.k}" if self.k is not None else ""
+        return f"{self.format} {self.architecture} ({self.activation}{extra}), d_in {self.d_in}, d_sae {self.d_sae}"
+
+
+class CheckpointSAE(SAE):
+    """A loaded checkpoint as a variant: the runner builds it and evaluates it, never trains it.
+    Subclasses made by `checkpoint_class` carry `checkpoint` and `name`."""
+
+    trainable = False
+    checkpoint: LinearCheckpoint | None = None
+    name = "checkpoint"
+
+    def __init__(self, input_shape, n_latents):
+        super().__init__(input_shape, n_latents)
+        ckpt = self.checkpoint
+        if self.input_dim != ckpt.d_in:
+            raise ValueError(f"{self.name} takes inputs of {ckpt.d_in} values; got input shape {self.input_shape}")
+        if self.n_latents != ckpt.d_sae:
+            raise ValueError(f"{self.name} has {ckpt.d_sae} latents; asked for {self.n_latents}")
+        self.activation, self.k, self.center = ckpt.activation, ckpt.k, ckpt.center
+        for name, value in ckpt.tensors().items():  # parameters that nothing trains
+            setattr(self, name, nn.Parameter(value.clone(), requires_grad=False))
+
+    @classmethod
+    def configure(cls, dataset, n_latents: int, hparams: dict) -> tuple[int, dict]:
+        """The width is the checkpoint's, whatever the preset says; its input dimension must be the
+        dataset's."""
+        check_input_dim(cls.checkpoint, cls.name, dataset.name, dataset.input_shape)
+        if hparams:
+            raise UserError(f"{cls.name} is a trained checkpoint: it takes no hyperparameters "
+                            f"(got {', '.join(sorted(hparams))})")
+        return cls.checkpoint.d_sae, {}
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return ((x - self.b_dec) if self.center else x) @ self.W_enc + self.b_enc
+
+    def encode(self, x):
+        pre = self.pre_activation(x)
+        if self.activation == "relu":
+            return pre.relu()
+        if self.activation == "topk":
+            return keep_topk(pre, min(self.k, self.n_latents))
+        if self.activation == "jumprelu":
+            return pre.relu() * (pre > self.threshold)
+        if self.activation == "groupmax":  # the largest ReLU'd value of each of k equal groups
+            values, index = pre.relu().unflatten(-1, (self.k, -1)).max(dim=-1)
+            offsets = torch.arange(0, self.n_latents, self.n_latents // self.k, device=pre.device)
+            return row_sparse_codes(index + offsets, values, self.n_latents)
+        # gated: a gate on pre + gate_bias, a magnitude exp(r_mag)·pre + mag_bias (b_enc is zero)
+        gate = (pre + self.gate_bias > 0).to(pre.dtype)
+        return gate * (self.r_mag.exp() * pre + self.mag_bias).relu()
+
+    def decode(self, codes):
+        return (decode_rows(codes, self.W_dec) + self.b_dec).view(-1, *self.input_shape)
+
+    @torch.no_grad()
+    def atoms(self) -> torch.Tensor:
+        return self.W_dec.detach().reshape(self.n_latents, *self.input_shape).clone()
+
+    def fit(self, x) -> None:
+        """Nothing to fit: the weights are the checkpoint's."""
+
+    def loss(self, x, x_hat, codes):
+        raise RuntimeError(f"{self.name} is a trained checkpoint: it is evaluated, never trained")
+
+
+def check_input_dim(ckpt: LinearCheckpoint, name: str, dataset_name: str, input_shape) -> None:
+    d = math.prod(input_shape)
+    if d != ckpt.d_in:
+        raise UserError(f"{name}: the checkpoint's d_in is {ckpt.d_in} but dataset {dataset_name} has "
+                        f"{d} values per sample (shape {list(input_shape)}); evaluate it on a dataset of "
+                        f"dimension {ckpt.d_in}")
