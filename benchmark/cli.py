@@ -54,6 +54,8 @@ def add_run(sub):
                    "CPU thread each (default: one per available CPU core, at most 8; 1 on CUDA)")
     p.add_argument("--in-process", action="store_true", help="run cells in this process, not in time-limited "
                    "child processes (for debuggers and profilers; a crash then ends the run)")
+    p.add_argument("--no-controls", action="store_true", help="leave out the preset's controls (pca, pca-topk, "
+                   "random-dict, block-basis), which otherwise run beside the variants")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run: local child "
                    "processes (default), or Ray tasks on this machine or a cluster (pip install -e '.[ray]')")
     p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster's HOST:PORT (printed "
@@ -73,6 +75,7 @@ def cmd_run(args) -> int:
                          download=args.download, force=args.force, progress=not args.no_progress,
                          variant_config=args.config, cell_timeout=args.cell_timeout,
                          isolate=not args.in_process, jobs=args.jobs, executor=args.executor,
+                         controls=not args.no_controls,
                          ray_address=args.ray_address)
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address needs --executor ray")

@@ -2,7 +2,9 @@
 whether anything regressed (SPEC section 8). CI runs the smoke preset and compares it with
 `results/baselines/smoke.csv`.
 
-Rows are matched by (task, dataset, variant, metric) and averaged over seeds. Only a move in the
+Rows are matched by (task, dataset, variant, metric) and averaged over seeds; in a schema-2 file
+the variant includes its sparsity setting (`topk [k=16]`; not the single `default` one), so each model of a sweep is compared
+with itself. Only a move in the
 metric's bad direction (`higher_is_better`) can be a regression, and only beyond the tolerance:
 
     tolerance = max(k · std over BASE's seeds, rel_tol · |BASE mean|, abs_tol)
@@ -69,6 +71,9 @@ def load_results(path: Path, preset: str | None, role: str) -> pd.DataFrame:
     elif len(presets) > 1:
         raise UserError(f"{role} {path} holds several presets ({', '.join(presets)}): choose one with --preset")
     frame = frame.copy()
+    if "setting" in frame.columns:  # one sweep setting at a time
+        swept = ~frame["setting"].astype(str).isin(["default", ""])
+        frame.loc[swept, "variant"] = frame.loc[swept, "variant"].astype(str) + " [" + frame.loc[swept, "setting"].astype(str) + "]"
     frame["higher_is_better"] = frame["higher_is_better"].astype(str).str.lower() == "true"
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
     return frame

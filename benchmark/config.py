@@ -10,6 +10,7 @@ A preset YAML has these keys:
       patches32: {n_train: 6000}
       digits8:                          # harness keys beside the builder's own:
         n_latents: 128                  #   dictionary size on this dataset
+        seeds: [0, 1, 2]                #   its own seeds (default: the preset's)
         train: {epochs: 20}             #   training overrides on this dataset
         variants: {relu: {l1_coeff: 1}} #   hyperparameter overrides on this dataset
       correlated-rho0.6: {kind: correlated, rho: 0.6}   # `kind` picks the builder
@@ -40,7 +41,7 @@ from benchmark.training import TrainConfig
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants",
                   "cell_timeout", "comparison", "controls"}
-HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0"}
+HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0", "seeds"}
 TRAIN_KEYS = {"epochs", "batch_size", "lr"}
 COMPARISON_KEYS = {"l0_targets", "headline_l0"}
 DEFAULT_COMPARISON = {"l0_targets": [8, 16, 32], "headline_l0": 16}
@@ -81,6 +82,10 @@ class Preset:
 
     def task_datasets(self, task: str) -> list[str]:
         return list(self.tasks[task]["datasets"])
+
+    def seeds_for(self, dataset: str) -> list[int]:
+        """The dataset's own `seeds` (e.g. more on a task's headline dataset), else the preset's."""
+        return list(self.datasets[dataset].get("seeds", self.seeds))
 
     def n_latents_for(self, dataset: str) -> int:
         return int(self.datasets[dataset].get("n_latents", self.n_latents))
@@ -208,6 +213,9 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
     for dataset, entry in datasets.items():
         _check_train(source, f"dataset {dataset!r}", entry.get("train", {}) or {})
         _check_targets(source, f"dataset {dataset!r}", entry)
+        dataset_seeds = entry.get("seeds", seeds)
+        if not isinstance(dataset_seeds, list) or not dataset_seeds or not all(isinstance(s, int) for s in dataset_seeds):
+            _fail(source, f"dataset {dataset!r} 'seeds' must be a non-empty list of integers")
         for variant, overrides in (entry.get("variants", {}) or {}).items():
             _check_variant_entry(source, f"dataset {dataset!r} variant {variant!r}", variant, overrides or {})
     for variant, hparams in variants.items():

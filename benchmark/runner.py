@@ -112,7 +112,7 @@ class Runner:
             self._apply_variant_config(options.variant_config)
         self.controls = [c for c in self.preset.controls if c in CONTROLS] if options.controls else []
         self.variants = list(self.variant_specs) + self.controls
-        self.seeds = options.seeds or self.preset.seeds
+        self.seeds = options.seeds or self.preset.seeds  # --seeds overrides every dataset's
         self.dataset_names = self._select_datasets()
         for name in self.dataset_names:
             DATASETS.get(self.preset.datasets[name].get("kind", name))
@@ -168,6 +168,9 @@ class Runner:
                                 f"its tasks are: {', '.join(self.preset.tasks)}")
         return wanted
 
+    def seeds_for(self, dataset: str) -> list[int]:
+        return list(self.options.seeds) if self.options.seeds else self.preset.seeds_for(dataset)
+
     def _select_datasets(self) -> list[str]:
         listed = sorted({d for t in self.tasks for d in self.preset.task_datasets(t)})
         if self.options.datasets is None:
@@ -182,7 +185,7 @@ class Runner:
     def load_datasets(self) -> None:
         """Build every (dataset, seed) up front: each seed draws its own data (crops, splits,
         dictionaries), and a missing dataset stops the run before anything is written."""
-        keys = [(name, seed) for name in self.dataset_names for seed in self.seeds]
+        keys = [(name, seed) for name in self.dataset_names for seed in self.seeds_for(name)]
         for name, seed in tqdm(keys, desc="datasets", leave=False, disable=not self.options.progress):
             self.datasets[name, seed] = build_dataset(name, self.preset.dataset_build_config(name),
                                                       self.options.data_root, self.options.download, seed=seed)
@@ -302,7 +305,7 @@ class Runner:
 
     # ----- the grid -----
     def cells(self) -> list[Cell]:
-        return [Cell(v, setting, d, s) for d in self.dataset_names for s in self.seeds for v in self.variants
+        return [Cell(v, setting, d, s) for d in self.dataset_names for s in self.seeds_for(d) for v in self.variants
                 for setting in self.planner.settings(v, self.datasets[d, s])]
 
     def run(self) -> RunSummary:
@@ -368,7 +371,7 @@ class Runner:
         external = [name for name, spec in self.variant_specs.items() if is_external(spec)]
         if not external:
             return
-        child = self.for_child([(name, self.seeds[0]) for name in self.dataset_names])
+        child = self.for_child([(name, self.seeds_for(name)[0]) for name in self.dataset_names])
         jobs = [Job(name, _contract_job, (child, name)) for name in external]
         problems = []
         for job, outcome in self._execute(jobs):
@@ -383,8 +386,9 @@ class Runner:
         """Contract problems of variant `name` on a random batch shaped like each dataset of
         the run it can use (where its `requires` are not met, every task skips it anyway)."""
         cls = self.variant_class(name)
-        found, seed = {}, self.seeds[0]
+        found = {}
         for dataset_name in self.dataset_names:
+            seed = self.seeds_for(dataset_name)[0]
             dataset = self.datasets[dataset_name, seed]
             if set(cls.requires) - dataset.capabilities():
                 continue
@@ -404,7 +408,7 @@ class Runner:
             for dataset_name in self.preset.task_datasets(task.name):
                 if dataset_name not in self.dataset_names:
                     continue
-                for seed in self.seeds:
+                for seed in self.seeds_for(dataset_name):
                     if task.dataset_skip_reason(self.datasets[dataset_name, seed]):
                         continue
                     yield from self._reference_rows_for(task, dataset_name, seed, finished)

@@ -193,6 +193,8 @@ class AtomEntropy(Task):
 
     @staticmethod
     def _gallery_figure(dataset_name, shown, path):
+        from benchmark.matched import is_control_name
+
         saved = {variant: torch.load(p) for variant, p in shown.items()}
         grids = {variant: atom_grid(blob["atoms"].float()) for variant, blob in saved.items()}
         height = max(g.shape[1] for g in grids.values())
@@ -204,7 +206,8 @@ class AtomEntropy(Task):
             label = saved[variant]["label"]
             setting = f", {label['setting']}" if label.get("setting") else ""
             ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_title(f"{variant}{setting}, seed {label['seed']}: entropy "
+            kind = " (control)" if is_control_name(variant) else ""
+            ax.set_title(f"{variant}{kind}{setting}, seed {label['seed']}: entropy "
                          f"{saved[variant]['entropy_vs_random']:.3f} × random atoms'", fontsize=8, loc="left")
             ax.axis("off")
         fig.suptitle(f"Atom gallery, {dataset_name} (zero = grey, each atom scaled to its max)", fontsize=9)

@@ -13,6 +13,9 @@ Either way every single concept value still appears in training (checked).
 Training images: `renderings` renderings of each training tuple, each with a uniform position
 jitter of ±`position_jitter` px and Gaussian colour jitter (std `colour_jitter`, clipped).
 Test images: one canonical (un-jittered) rendering of each held-out tuple, in sorted tuple order.
+`truth["seen_test"]` holds the canonical renderings of the training tuples (labels in
+`truth["seen_test_concepts"]`): images never trained on, of tuples that were, for the
+seen-tuple score of `composition`.
 `size` (pixels per side) should be a multiple of 4 so that the `conv` variant applies.
 The `seed` fixes the split and the jitter; truth keeps factor names and sizes, value names,
 and the train and held-out tuples.
@@ -146,14 +149,17 @@ def build(
     offsets = (torch.rand(n, 2, generator=generator) * 2 - 1) * position_jitter
     colours = (base_colours[train_concepts[:, 1]] + colour_jitter * torch.randn(n, 3, generator=generator)).clamp(0, 1)
     train = render_in_chunks(train_concepts, size, offsets, colours)
-    test = render_in_chunks(
-        heldout_tuples, size, torch.zeros(len(heldout_tuples), 2), base_colours[heldout_tuples[:, 1]]
+    canonical = lambda tuples: render_in_chunks(  # noqa: E731
+        tuples, size, torch.zeros(len(tuples), 2), base_colours[tuples[:, 1]]
     )
+    test = canonical(heldout_tuples)
     truth = {
         "factor_names": FACTOR_NAMES,
         "factor_sizes": FACTOR_SIZES,
         "value_names": (SHAPES, tuple(COLOURS), tuple(f"cell{i}" for i in range(GRID * GRID)), ("small", "large")),
         "train_tuples": train_tuples,
         "heldout_tuples": heldout_tuples,
+        "seen_test": canonical(train_tuples),
+        "seen_test_concepts": train_tuples.clone(),
     }
     return Dataset(name, train, test, config, train_concepts, heldout_tuples.clone(), truth)

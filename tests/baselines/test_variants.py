@@ -17,7 +17,7 @@ from benchmark.variant import encode_batch
 INPUT_SHAPE = (3, 8, 8)
 N_LATENTS = 64
 FACTOR_SIZES = (2, 3, 2)
-PRESET_DATASET = "patches32"  # the smoke preset's hyperparameters for colour images
+PRESET_DATASET = "whitened8"  # the smoke preset's hyperparameters for colour images
 
 
 def tiny_dataset(n: int = 64) -> Dataset:
@@ -34,7 +34,8 @@ SMOKE = load_preset("smoke")
 
 
 def smoke_hparams(name: str) -> dict:
-    hparams = SMOKE.variant_hparams(name, PRESET_DATASET) if name in SMOKE.variants else {}
+    # The first setting of the variant's sparsity sweep, with its other hyperparameters.
+    hparams = next(iter(SMOKE.settings(name, PRESET_DATASET).values())) if name in SMOKE.variants else {}
     hparams.pop("match_params_of", None)
     return hparams
 

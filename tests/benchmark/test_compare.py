@@ -126,3 +126,17 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--help"])
     assert exit_.value.code == 0 and "regression" in capsys.readouterr().out
+
+
+def test_each_sweep_setting_is_compared_with_itself(tmp_path, capsys):
+    """Two settings of one variant must not be averaged together: a regression of one setting
+    shows even when the other improves by as much."""
+    def swept(setting, r2):
+        return make_rows(INFO, task="reconstruction", dataset="digits8", variant="topk", seed=0, setting=setting,
+                         l0=4.0, config_hash=f"topk{setting}", metrics={"r2": r2}, directions=DIRECTIONS)
+    base = [*swept("k=4", 0.5), *swept("k=16", 0.9)]
+    new = [*swept("k=4", 0.6), *swept("k=16", 0.8)]
+    code, out, _ = compare(tmp_path, capsys, base, new)
+    assert code == 1
+    rows = table_rows(out)
+    assert ["regression", "reconstruction", "digits8", "topk", "[k=16]", "r2"] == rows[0][:6]

@@ -194,7 +194,7 @@ def test_the_check_passes_every_registered_variant():
     runner.load_datasets()
     for name in VARIANTS.names():
         cls = VARIANTS.get(name)
-        dataset = "shapes-pair" if "concepts" in cls.requires else "digits8"
+        dataset = "shapes-tuple" if "concepts" in cls.requires else "digits8"
         setting = next(iter(runner.planner.settings(name, runner.datasets[dataset, 0])))
         spec = runner.model_spec(Cell(name, setting, dataset, 0))
         assert check_on_dataset(cls, runner.datasets[dataset, 0], spec.n_latents, spec.hparams, "cpu") == [], name

@@ -45,7 +45,7 @@ def trained_variant(name: str, dataset: Dataset, epochs: int, callbacks=None, n_
     """A variant trained briefly with the smoke preset's hyperparameters, resolved as the runner
     does (without parameter matching, irrelevant here)."""
     cls = VARIANTS.get(name)
-    hparams = load_preset("smoke").variant_hparams(name, "patches32")
+    hparams = next(iter(load_preset("smoke").settings(name, "whitened8").values()))  # the first sweep setting
     hparams.pop("match_params_of", None)
     step = cls.latent_step(dataset.input_shape)
     n_latents, hparams = cls.configure(dataset, max(step, n_latents // step * step), hparams)

@@ -132,7 +132,7 @@ def test_skips_datasets_without_concepts_and_headlines_the_tuple_split():
 def trained_on(name: str, data: Dataset, epochs: int = 1) -> TrainedModel:
     """Built as the runner builds it: smoke hyperparameters, configure, then train_model."""
     cls = VARIANTS.get(name)
-    hparams = load_preset("smoke").variant_hparams(name, "shapes-tuple")
+    hparams = next(iter(load_preset("smoke").settings(name, "shapes-tuple").values()))  # the first sweep setting
     hparams.pop("match_params_of", None)
     step = cls.latent_step(data.input_shape)
     n_latents, hparams = cls.configure(data, max(step, 32 // step * step), hparams)

