@@ -10,6 +10,7 @@ contract before anything is trained (benchmark/contract.py). Every row carries t
 achieved test L0, its sparsity setting, whether its training converged and its steps.
 """
 import copy
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -187,8 +188,16 @@ class Runner:
         dictionaries), and a missing dataset stops the run before anything is written."""
         keys = [(name, seed) for name in self.dataset_names for seed in self.seeds_for(name)]
         for name, seed in tqdm(keys, desc="datasets", leave=False, disable=not self.options.progress):
-            self.datasets[name, seed] = build_dataset(name, self.preset.dataset_build_config(name),
-                                                      self.options.data_root, self.options.download, seed=seed)
+            self.datasets[name, seed] = self.build_dataset(name, seed)
+
+    def build_dataset(self, name: str, seed: int) -> Dataset:
+        """One (dataset, seed); builders that cache derived data (a model's activations) keep it
+        under the run's own cache folder."""
+        config = self.preset.dataset_build_config(name)
+        builder = DATASETS.get(config.get("kind", name))
+        if "cache_dir" in inspect.signature(builder).parameters:
+            config.setdefault("cache_dir", str(self.out_dir / "cache" / "activations"))
+        return build_dataset(name, config, self.options.data_root, self.options.download, seed=seed)
 
     def on_device(self, name: str, seed: int) -> Dataset:
         """The dataset on the run's device (the same tensors on the CPU), moved once per process."""
@@ -237,8 +246,7 @@ class Runner:
     def trained_model(self, variant: str, dataset: str, seed: int, setting: str) -> TrainedModel:
         """One model of the grid, from the cache or trained now (e.g. for `export`)."""
         if (dataset, seed) not in self.datasets:
-            self.datasets[dataset, seed] = build_dataset(dataset, self.preset.dataset_build_config(dataset),
-                                                         self.options.data_root, self.options.download, seed=seed)
+            self.datasets[dataset, seed] = self.build_dataset(dataset, seed)
         settings = self.planner.settings(variant, self.datasets[dataset, seed])
         if setting not in settings:
             raise UserError(f"{variant} has no setting {setting!r} on {dataset}; its settings: {', '.join(settings)}")

@@ -25,7 +25,8 @@ def artifact_file(config: dict, task: str, dataset: str, suffix: str) -> Path | 
     if root is None:
         return None
     variant, seed = config.get("model_name", "model"), config.get("seed", 0)
-    path = Path(root) / task / dataset / f"{variant}-seed{seed}{suffix}"
+    setting = str(config.get("setting", "default")).replace("/", "_")  # every model of a sweep has its own file
+    path = Path(root) / task / dataset / f"{variant}@{setting}-seed{seed}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -33,13 +34,3 @@ def artifact_file(config: dict, task: str, dataset: str, suffix: str) -> Path | 
 def artifact_root(plot_dir: Path) -> Path:
     """The runner's `artifact_dir`, seen from the leaderboard's `plot_dir`."""
     return Path(plot_dir) / "artifacts"
-
-
-def saved_cells(plot_dir: Path, task: str, suffix: str) -> dict[str, dict[str, dict[int, Path]]]:
-    """{dataset: {variant: {seed: file}}} of what `task` saved through `artifact_file`."""
-    found: dict = {}
-    for path in sorted((artifact_root(plot_dir) / task).glob(f"*/*-seed*{suffix}")):
-        variant, _, seed = path.name[: -len(suffix)].rpartition("-seed")
-        if seed.lstrip("-").isdigit():
-            found.setdefault(path.parent.name, {}).setdefault(variant, {})[int(seed)] = path
-    return found

@@ -17,9 +17,15 @@ a dead or mis-firing latent costs.
   whenever the true atoms' pairwise cosines are below 2·0.9² − 1 = 0.62, so it only bites at
   high rho, where the first alone would credit atoms that sit between true atoms (e.g. copies of
   a group's mean direction would "recover" the whole group at rho = 0.9).
-- `support_f1`: a true atom is active in a test sample when its true code is > 0; its matched
-  latent when that latent's code is != 0 (sign-free, as atoms are matched on |cosine|). F1 of
-  the pooled counts over all test samples and true atoms; unmatched latents are not scored.
+- `support_f1`: a true atom is active in a test sample when its true code is > 0; predicted
+  active when any learned latent attributed to it has a code != 0 (sign-free, as atoms are
+  matched on |cosine|). A learned atom is attributed to the true atom it recovers (|cosine|
+  >= 0.9 and nearer to it than to any other true atom, as in `recovery_90`), else to its
+  Hungarian partner, else to none. So duplicates of one true atom are merged: MP-SAE, which
+  often learns two copies of an atom and splits the samples between them, is not charged a
+  miss whenever the unmatched copy fires. F1 of the pooled counts over all test samples and
+  true atoms; latents attributed to none are not scored.
+- `support_f1_raw`: the same with the matched latent alone (revision 1's `support_f1`).
 - `coherence`: max |cosine| between two distinct learned atoms of alive latents (non-zero on at
   least one test sample); omitted when fewer than two are alive. Marked lower-is-better because
   its failure mode is duplicated atoms (coherence -> 1), but it is descriptive: a perfect
@@ -29,7 +35,10 @@ a dead or mis-firing latent costs.
   norm ||x - decode(encode(x))|| never grows as k goes 1, 2, ..., 2·k_trained (capped at
   n_latents); a step up counts only beyond float32 noise (1e-5·||x||). The trained k is restored.
 
-Datasets: any with a true dictionary in `truth` (`correlated` at each rho, `tree`).
+Datasets: any with a true dictionary in `truth` (`correlated` at each rho, `tree`,
+`superposition`). The figure draws recovery against rho for every family of datasets named
+`<family>-rho<value>`, one model per variant (its headline sparsity setting, from
+`benchmark.matched.headline_settings`), controls dashed.
 """
 import re
 from pathlib import Path
@@ -47,7 +56,8 @@ from tasks._common import encode_all
 RECOVERY_THRESHOLD = 0.9
 TIE_MARGIN = 1e-6  # "closer to it than to any other" must hold beyond float rounding; a tie is ambiguous
 MONOTONE_RTOL = 1e-5  # float32 rounding of encode + decode stays well below this share of ||x||
-RHO_IN_NAME = re.compile(r"rho(\d+(?:\.\d+)?)")
+RHO_IN_NAME = re.compile(r"-?rho(\d+(?:\.\d+)?)")
+COHERENCE_CHUNK = 2048  # rows of the Gram matrix at once: thousands of atoms stay in memory
 
 
 def unit_rows(matrix: torch.Tensor) -> torch.Tensor:
@@ -82,11 +92,35 @@ def recovered(cosines: np.ndarray, rows, cols, threshold: float = RECOVERY_THRES
     return out
 
 
-def support_f1(true_codes: torch.Tensor, learned_codes: torch.Tensor, rows, cols) -> float:
-    """F1 of pooled (sample, true atom) activity: true code > 0 vs matched latent's code != 0."""
+def attribution(cosines: np.ndarray, rows, cols, threshold: float = RECOVERY_THRESHOLD) -> np.ndarray:
+    """(n_learned,) the true atom each learned atom stands for, -1 for none: the true atom it
+    recovers (|cosine| >= threshold and nearer to it than to any other, beyond TIE_MARGIN),
+    else its Hungarian partner."""
+    owner = np.full(cosines.shape[1], -1)
+    owner[cols] = rows
+    if cosines.shape[0] == 0:
+        return owner
+    best = cosines.argmax(0)
+    best_value = cosines.max(0)
+    runner_up = np.sort(cosines, axis=0)[-2] if cosines.shape[0] > 1 else np.full(cosines.shape[1], -np.inf)
+    recovers = (best_value >= threshold) & (best_value > runner_up + TIE_MARGIN)
+    owner[recovers] = best[recovers]
+    return owner
+
+
+def support_f1(true_codes: torch.Tensor, learned_codes: torch.Tensor, rows, cols, owner=None) -> float:
+    """F1 of pooled (sample, true atom) activity: true code > 0 vs any latent attributed to the
+    true atom firing (code != 0). `owner` (n_learned,): the attribution; None: the Hungarian
+    matching alone, one latent per true atom."""
     true_active = true_codes.cpu() > 0
-    predicted = torch.zeros_like(true_active)
-    predicted[:, torch.as_tensor(rows)] = learned_codes.cpu()[:, torch.as_tensor(cols)] != 0
+    if owner is None:
+        owner = np.full(learned_codes.shape[1], -1)
+        owner[cols] = rows
+    owner = torch.as_tensor(owner)
+    attributed = owner >= 0
+    assignment = torch.zeros(learned_codes.shape[1], true_active.shape[1])  # latent -> true atom
+    assignment[attributed.nonzero().squeeze(1), owner[attributed]] = 1.0
+    predicted = ((learned_codes.cpu() != 0).float() @ assignment) > 0
     tp = int((true_active & predicted).sum())
     fp = int((~true_active & predicted).sum())
     fn = int((true_active & ~predicted).sum())
@@ -97,9 +131,13 @@ def coherence(atoms: torch.Tensor) -> float | None:
     """Max |cosine| between distinct atoms; None with fewer than two."""
     if atoms.shape[0] < 2:
         return None
-    gram = (unit_rows(atoms) @ unit_rows(atoms).T).abs()
-    gram.fill_diagonal_(0.0)
-    return float(gram.max())
+    unit = unit_rows(atoms)
+    worst = 0.0
+    for lo in range(0, len(unit), COHERENCE_CHUNK):
+        block = (unit[lo : lo + COHERENCE_CHUNK] @ unit.T).abs()
+        block[torch.arange(len(block)), torch.arange(lo, lo + len(block))] = 0.0  # not with itself
+        worst = max(worst, float(block.max()))
+    return worst
 
 
 @torch.no_grad()
@@ -131,12 +169,17 @@ def rho_of(dataset_name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def family_of(dataset_name: str) -> str:
+    """The dataset name without its rho: `superposition-rho0.3` -> `superposition`."""
+    return RHO_IN_NAME.sub("", dataset_name) or dataset_name
+
+
 @TASKS.register("correlated_recovery")
 class CorrelatedRecovery(Task):
     description = ("Recovery of a known dictionary with correlated atoms (Hungarian-matched "
                    "|cosine|), support F1, and monotone reconstruction under adaptive k.")
-    metrics = {"mmcs": True, "recovery_90": True, "support_f1": True, "coherence": False,
-               "monotone_frac": True}
+    metrics = {"mmcs": True, "recovery_90": True, "support_f1": True, "support_f1_raw": True,
+               "coherence": False, "monotone_frac": True}
     headline = "recovery_90"
 
     def dataset_skip_reason(self, dataset):
@@ -145,9 +188,11 @@ class CorrelatedRecovery(Task):
         return None
 
     def headline_dataset(self, dataset_names):
-        """The highest-rho `correlated` instance (rho read from the name, e.g. correlated-rho0.9)."""
+        """The highest-rho `correlated` instance (rho read from the name, e.g. correlated-rho0.9);
+        else the highest-rho instance of any family; else the first."""
         with_rho = [n for n in dataset_names if rho_of(n) is not None]
-        return max(with_rho, key=rho_of) if with_rho else dataset_names[0]
+        correlated = [n for n in with_rho if family_of(n) == "correlated"]
+        return max(correlated or with_rho, key=rho_of) if with_rho else dataset_names[0]
 
     def evaluate(self, trained, dataset, config):
         model = trained.model
@@ -160,7 +205,8 @@ class CorrelatedRecovery(Task):
         results = {
             "mmcs": float(matched_cosines(cosines, rows, cols).mean()),
             "recovery_90": float(recovered(cosines, rows, cols).mean()),
-            "support_f1": support_f1(truth["test_codes"], codes, rows, cols),
+            "support_f1": support_f1(truth["test_codes"], codes, rows, cols, attribution(cosines, rows, cols)),
+            "support_f1_raw": support_f1(truth["test_codes"], codes, rows, cols),
         }
         alive = (codes != 0).any(dim=0)
         learned_coherence = coherence(learned_atoms[alive.to(learned_atoms.device)])
@@ -172,37 +218,60 @@ class CorrelatedRecovery(Task):
 
     def plots(self, results, plot_dir):
         curves = recovery_curves(results, self.name)
-        if curves.empty:
-            return []
-        path = Path(plot_dir) / "correlated_recovery_vs_rho.png"
-        plot_curves(curves, path)
-        return [("Correlated-feature recovery against ρ", path)]
+        figures = []
+        for family, family_curves in curves.groupby("family"):
+            path = Path(plot_dir) / f"{self.name}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', family)}_vs_rho.png"
+            plot_curves(family_curves, family, path)
+            figures.append((f"Recovery against ρ on {family}, each variant at its headline L0 (controls dashed)", path))
+        return figures
+
+
+def at_headline_settings(rows: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The rows of each (dataset, variant) at the variant's headline sparsity setting; every row
+    when results carry no setting (schema 1)."""
+    if "setting" not in rows or rows.empty:
+        return rows
+    from benchmark.matched import headline_settings
+
+    keep = []
+    for dataset, part in rows.groupby("dataset"):
+        settings = {v: str(s) for v, s in headline_settings(part, task, dataset).items()}
+        keep.append(part[part["setting"].astype(str) == part["variant"].map(settings)])
+    return pd.concat(keep) if keep else rows.iloc[:0]
 
 
 def recovery_curves(results: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Mean and std over seeds of recovery_90 and mmcs, per (metric, variant, rho)."""
+    """Mean and std over seeds of recovery_90 and mmcs, per (family, metric, variant, rho), each
+    variant at its headline setting."""
     rows = results[(results["task"] == task) & (results["status"] == "ok")
                    & results["metric"].isin(["recovery_90", "mmcs"])].copy()
     rows["rho"] = rows["dataset"].map(rho_of)
-    rows = rows.dropna(subset=["rho"])
+    rows = at_headline_settings(rows.dropna(subset=["rho"]), task)
+    rows["family"] = rows["dataset"].map(family_of)
     rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
-    grouped = rows.groupby(["metric", "variant", "rho"])["value"]
-    return grouped.agg(mean="mean", std="std").fillna({"std": 0.0}).reset_index()
+    grouped = rows.groupby(["family", "metric", "variant", "rho"])["value"]
+    columns = ["family", "metric", "variant", "rho", "mean", "std"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    return grouped.agg(mean="mean", std="std").fillna({"std": 0.0}).reset_index()[columns]
 
 
-def plot_curves(curves: pd.DataFrame, path: Path) -> None:
+def plot_curves(curves: pd.DataFrame, family: str, path: Path) -> None:
     # The object-oriented Figure API: no pyplot global state, no GUI backend needed.
     from matplotlib.figure import Figure
+
+    from benchmark.matched import is_control_name
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     for ax, metric, label in zip(fig.subplots(1, 2), ["recovery_90", "mmcs"],
                                  ["recovery_90 (share of atoms, |cos| ≥ 0.9)", "mmcs"]):
         for variant, curve in curves[curves["metric"] == metric].groupby("variant"):
             curve = curve.sort_values("rho")
-            ax.errorbar(curve["rho"], curve["mean"], yerr=curve["std"], marker="o", capsize=3, label=variant)
+            ax.errorbar(curve["rho"], curve["mean"], yerr=curve["std"], marker="o", capsize=3, label=variant,
+                        linestyle="--" if is_control_name(variant) else "-")
         ax.set(xlabel="within-group cosine ρ of the true atoms", ylabel=label, ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize="small")
-    fig.suptitle("Correlated-feature recovery (mean ± std over seeds)")
+    fig.suptitle(f"{family}: recovery at the headline L0 (mean ± std over seeds; controls dashed)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -35,7 +35,7 @@ class Reconstruction(Task):
             out["r2_per_mflop"] = r2 / (flops / 1e6)
         if params:  # a fixed basis (block-basis) stores nothing: no ratio to report
             out["r2_per_kparam"] = r2 / (params / 1e3)
-        if dataset.is_image:
+        if dataset.is_image and not dataset.truth.get("whitened"):  # PSNR needs pixels with peak 1
             out["psnr_db"] = psnr_db(mse)
         if model.supports_inference_k():
             out.update(self.adaptive_k(model, dataset))

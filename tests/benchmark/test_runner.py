@@ -1,3 +1,4 @@
+import torch
 from benchmark import plan
 from benchmark.plan import ModelSpec
 from benchmark.training import TrainConfig
@@ -28,3 +29,38 @@ def test_the_training_code_digest_covers_the_variant_files():
     plan.training_code_digest.cache_clear()
     assert plan.training_code_digest() == plan.training_code_digest()
     assert len(plan.training_code_digest()) == 16
+
+
+def test_each_seed_builds_its_own_data_and_the_spec_sees_it(tmp_path):
+    """Datasets are rebuilt from the cell's seed: different crops, a different model identity."""
+    from benchmark.config import parse_preset
+    from benchmark.runner import Cell, RunOptions, Runner
+
+    preset = parse_preset(
+        "seeds: [0, 1]\nn_latents: 32\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\n"
+        "datasets: {p: {kind: patches32, size: 8, n_train: 64, n_test: 16}}\n"
+        "tasks: {reconstruction: {datasets: [p]}}\n"
+        "variants: {topk: {aux_k: 8, sweep: [{k: 2}, {k: 4}]}}\n", "t", "t")
+    runner = Runner(RunOptions(preset=preset, variants=["topk"], controls=False, out_dir=tmp_path, progress=False))
+    runner.load_datasets()
+    a, b = runner.datasets["p", 0], runner.datasets["p", 1]
+    assert not torch.equal(a.train, b.train) and a.config != b.config
+    cells = runner.cells()
+    assert {(c.setting, c.seed) for c in cells} == {("k=2", 0), ("k=4", 0), ("k=2", 1), ("k=4", 1)}
+    specs = {c: runner.model_spec(c) for c in cells}
+    assert specs[Cell("topk", "k=2", "p", 0)].hparams["k"] == 2
+    assert len({spec.key([]) for spec in specs.values()}) == 4
+
+
+def test_a_dataset_sweep_replaces_the_variants_and_labels_are_stable():
+    from benchmark.config import parse_preset, setting_label
+
+    preset = parse_preset(
+        "seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\n"
+        "datasets: {digits8: {variants: {topk: {sweep: [{k: 1}]}}}, other: {kind: digits8}}\n"
+        "tasks: {sparsity: {datasets: [digits8, other]}}\n"
+        "variants: {topk: {aux_k: 4, sweep: [{k: 2}, {k: 8}]}, relu: {l1_coeff: 0.1}}\n", "t", "t")
+    assert preset.settings("topk", "digits8") == {"k=1": {"aux_k": 4, "k": 1}}
+    assert list(preset.settings("topk", "other")) == ["k=2", "k=8"]
+    assert preset.settings("relu", "other") == {"default": {"l1_coeff": 0.1}}
+    assert setting_label({"b": 1, "a": 0.5}) == "a=0.5,b=1"

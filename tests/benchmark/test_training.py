@@ -52,3 +52,25 @@ def test_cache_round_trip(tmp_path):
     assert cache.load("other", fresh) is None
     (tmp_path / "key.pt").write_bytes(b"truncated")  # a torn entry is retrained, not trusted
     assert cache.load("key", fresh) is None
+
+
+def test_convergence_compares_the_last_tenth_of_steps_with_the_one_before():
+    from benchmark.training import has_converged
+
+    flat = [1.0] * 100
+    assert has_converged(flat)
+    # Last 10% at 0.995 against 1.0: within 1%. At 0.98: not.
+    assert has_converged([1.0] * 90 + [0.995] * 10)
+    assert not has_converged([1.0] * 90 + [0.98] * 10)
+    # Still falling steadily (-2% per tenth): not converged; earlier steps do not matter.
+    assert not has_converged([1.0 - 0.002 * i for i in range(100)])
+    assert has_converged([5.0] * 50 + [1.0] * 50)
+    assert not has_converged([1.0] * 19)  # too few steps to show a plateau
+
+
+def test_a_trained_model_records_every_step_and_a_control_counts_as_converged():
+    from benchmark.training import TrainedModel
+
+    result = trained(0, TrainConfig(3, 32, 1e-3))
+    assert result.steps == 3 * 7 == len(result.step_losses)  # 200 samples in batches of 32: 7 a epoch
+    assert TrainedModel(model=result.model, trained=False).converged

@@ -1,3 +1,6 @@
+import sys
+import types
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,10 +9,10 @@ from torch import nn
 
 from baselines.topk import keep_topk
 from benchmark.datasets import build_dataset
-from benchmark.registry import TASKS, VARIANTS
+from benchmark.registry import CONTROLS, TASKS, VARIANTS
 from benchmark.training import TrainedModel
 from benchmark.variant import SAE
-from tasks.correlated_recovery import abs_cosines, hungarian_match, recovered
+from tasks.correlated_recovery import abs_cosines, at_headline_settings, attribution, hungarian_match, recovered
 
 TASK = TASKS.get("correlated_recovery")()
 
@@ -88,7 +91,7 @@ def test_oracle_scores_perfectly_even_permuted_sign_flipped_and_padded(rho, perm
     scores = evaluate(oracle(data, permute=permute, extra_latents=16), data)
     assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6)
     assert scores["recovery_90"] == 1.0
-    assert scores["support_f1"] == 1.0
+    assert scores["support_f1"] == scores["support_f1_raw"] == 1.0
     # coherence of the alive atoms (the padding never fires) is the true dictionary's: rho
     assert scores["coherence"] == pytest.approx(rho, abs=1e-5)
     assert "monotone_frac" not in scores  # the oracle has no set_inference_k
@@ -208,12 +211,96 @@ def test_datasets_without_a_true_dictionary_are_skipped():
     assert "no true dictionary" in TASK.dataset_skip_reason(data)
 
 
-def test_plot_draws_recovery_against_rho(tmp_path):
-    rows = [dict(task="correlated_recovery", dataset=f"correlated-rho{rho}", variant=v, seed=s,
-                 metric=m, value=rho * (v == "mp"), status="ok")
-            for rho in (0.0, 0.9) for v in ("mp", "relu") for s in (0, 1) for m in ("recovery_90", "mmcs")]
-    rows.append(dict(task="correlated_recovery", dataset="tree", variant="mp", seed=0,
-                     metric="recovery_90", value=1.0, status="ok"))
-    [(title, path)] = TASK.plots(pd.DataFrame(rows), tmp_path)
-    assert "ρ" in title and path.exists() and path.suffix == ".png" and path.stat().st_size > 1000
-    assert TASK.plots(pd.DataFrame(rows[:0], columns=list(rows[0])), tmp_path) == []
+def duplicated_oracle(data, decoy=False):
+    """Two copies of every true atom; each sample's code of an atom goes to the first copy on
+    even samples and to the second on odd ones (as MP-SAE splits the support between
+    duplicates). With `decoy`, the second copies are random directions instead."""
+    atoms, codes = data.truth["dictionary"], data.truth["test_codes"]
+    second = atoms
+    if decoy:
+        gen = torch.Generator().manual_seed(3)
+        second = nn.functional.normalize(torch.randn(atoms.shape, generator=gen), dim=1)
+    odd = (torch.arange(len(codes)) % 2 == 1)[:, None]
+    split = torch.cat([torch.where(odd, 0.0, codes), torch.where(odd, codes, 0.0)], dim=1)
+    return LookupOracle(torch.cat([atoms, second]), data.test, split)
+
+
+def test_duplicates_of_a_true_atom_are_merged_in_support_f1_only():
+    data = correlated(0.0)
+    scores = evaluate(duplicated_oracle(data), data)
+    assert scores["support_f1"] == 1.0
+    # the matched copy fires on about half the samples: recall ~1/2, precision 1, F1 ~2/3
+    assert scores["support_f1_raw"] == pytest.approx(2 / 3, abs=0.05)
+    assert scores["recovery_90"] == 1.0 and scores["coherence"] == pytest.approx(1.0, abs=1e-6)
+    # a second atom that is not a copy is not merged: the odd samples stay misses
+    decoy = evaluate(duplicated_oracle(data, decoy=True), data)
+    assert decoy["support_f1"] == decoy["support_f1_raw"] == pytest.approx(2 / 3, abs=0.05)
+
+
+def test_attribution_needs_a_recovery_and_refuses_ties():
+    # learned: a copy of true 0, a copy of true 1, the midpoint of 0 and 1, a stranger
+    cosines = np.array([[1.0, 0.0, 0.95, 0.1],
+                        [0.0, 1.0, 0.95, 0.2]])
+    rows, cols = hungarian_match(cosines)
+    assert list(zip(rows, cols)) == [(0, 0), (1, 1)]
+    assert attribution(cosines, rows, cols).tolist() == [0, 1, -1, -1]
+    cosines[1, 2] = 0.5  # the midpoint now recovers true 0 alone
+    assert attribution(cosines, rows, cols).tolist() == [0, 1, 0, -1]
+
+
+def superposition(**params):
+    return build_dataset("superposition", {"n_atoms": 128, "dim": 32, "k": 4, "n_train": 400, "n_test": 300, **params})
+
+
+def test_on_superposition_the_oracle_recovers_everything_and_pca_nothing():
+    data = superposition()
+    scores = evaluate(oracle(data, permute=True, extra_latents=8), data)
+    assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6)
+    assert scores["recovery_90"] == scores["support_f1"] == scores["support_f1_raw"] == 1.0
+    # The full PCA basis (32 orthonormal components for 128 superposed atoms) recovers none.
+    pca = CONTROLS.get("pca")((32,), 32, k=32)
+    pca.fit(data.train)
+    pca_scores = evaluate(pca, data)
+    assert pca_scores["recovery_90"] == 0.0 and pca_scores["mmcs"] < 0.5
+
+
+def rows_for(dataset, variant, setting, l0, value, seeds=(0, 1)):
+    return [dict(task="correlated_recovery", dataset=dataset, variant=variant, seed=s, setting=setting,
+                 l0=l0, metric=m, value=value, status="ok") for s in seeds for m in ("recovery_90", "mmcs")]
+
+
+def sweep_results():
+    """mp at k=4 (L0 4) scores 1 and at k=16 (L0 16) scores 0.5; relu always 0.2; pca dashed."""
+    rows = []
+    for family in ("correlated", "superposition"):
+        for rho in (0.0, 0.9):
+            name = f"{family}-rho{rho}"
+            rows += rows_for(name, "mp", "k=4", 4.0, 1.0) + rows_for(name, "mp", "k=16", 16.0, 0.5)
+            rows += rows_for(name, "relu", "l1_coeff=0.1", 12.0, 0.2) + rows_for(name, "pca", "k=16", 16.0, 0.0)
+    rows += rows_for("tree", "mp", "k=4", 4.0, 1.0)
+    return pd.DataFrame(rows)
+
+
+def test_recovery_curves_keep_each_variant_at_its_headline_setting(monkeypatch):
+    results = sweep_results()
+    picked = at_headline_settings(results, TASK.name)  # real rule: the L0 nearest 16
+    mp = picked[picked.variant == "mp"]
+    assert set(mp[mp.dataset != "tree"].setting) == {"k=16"} and set(mp[mp.dataset == "tree"].setting) == {"k=4"}
+    stand_in = types.SimpleNamespace(headline_settings=lambda r, t, d: {"mp": "k=4", "relu": "l1_coeff=0.1"})
+    monkeypatch.setitem(sys.modules, "benchmark.matched", stand_in)
+    picked = at_headline_settings(results, TASK.name)
+    assert set(picked.variant) == {"mp", "relu"} and set(picked[picked.variant == "mp"].setting) == {"k=4"}
+
+
+def test_plot_draws_recovery_against_rho_per_family(tmp_path):
+    results = sweep_results()
+    figures = TASK.plots(results, tmp_path)
+    assert [title.split(" on ")[1].split(",")[0] for title, _ in figures] == ["correlated", "superposition"]
+    for title, path in figures:
+        assert "ρ" in title and path.exists() and path.suffix == ".png" and path.stat().st_size > 1000
+    assert TASK.plots(results.iloc[:0], tmp_path) == []
+
+
+def test_headline_dataset_prefers_the_correlated_family():
+    assert TASK.headline_dataset(["superposition-rho0.95", "correlated-rho0.6", "tree"]) == "correlated-rho0.6"
+    assert TASK.headline_dataset(["superposition-rho0.3", "superposition-rho0.6"]) == "superposition-rho0.6"

@@ -1,0 +1,118 @@
+"""`superposition`: x = z·D + noise with more true unit-norm atoms than dimensions (e.g. 512 in
+128), in correlated groups, with sparse non-negative codes: the regime MP-SAE is about, where
+`correlated` (every atom orthogonal to every other group) has no superposition at all.
+
+Dictionary: `n_atoms / group_size` groups. Each group draws, from one Gaussian matrix made
+orthonormal by QR, a shared direction u_g and `group_size` private directions v_i orthogonal to
+u_g and to each other; atom i = sqrt(rho)·u_g + sqrt(1-rho)·v_i. So atoms have unit norm, two
+atoms of one group have cosine exactly `rho`, and atoms of different groups are independent
+random directions: their cosines are the interference of superposition, about ±1/sqrt(dim)
+(max |cosine| across groups is in `truth["interference"]`). Needs dim > group_size.
+
+Codes: exactly k active atoms per sample, drawn one at a time: the first uniformly; each next
+one, with probability `cooccur`, a not-yet-active atom from the group of an already active one
+(picked at random among the active atoms), else uniformly among inactive atoms. Active values
+are uniform in [0.5, 1.5]. Drawn as (n, k) index arrays, never as dense (n, n_atoms) masks, so
+thousands of atoms stay cheap.
+
+Every draw (dictionary, codes, noise) comes from `seed`. truth: dictionary (n_atoms, dim),
+groups (n_atoms,), interference, test_codes (n_test, n_atoms) dense, train_codes
+(n_train, n_atoms) as a sparse COO tensor (dense it would be n_train·n_atoms floats).
+"""
+import numpy as np
+import torch
+
+from benchmark.data import Dataset
+from benchmark.datasets._synthetic import CODE_RANGE, check_cosine
+from benchmark.errors import UserError
+from benchmark.registry import DATASETS
+
+GROUP_RETRIES = 20  # tries at a free atom of an active group before drawing uniformly (the group may be full)
+CHUNK = 4096  # samples mixed at once: bounded memory for the (chunk, k, dim) gather
+
+
+def grouped_superposed_dictionary(n_groups: int, group_size: int, dim: int, rho: float, rng) -> np.ndarray:
+    """(n_groups·group_size, dim) unit atoms, cosine exactly rho within a group, random across."""
+    q, r = np.linalg.qr(rng.standard_normal((n_groups, dim, group_size + 1)))  # batched QR
+    q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]  # sign fix: deterministic per seed
+    shared, private = q[:, :, :1], q[:, :, 1:]  # (n_groups, dim, 1), (n_groups, dim, group_size)
+    atoms = np.sqrt(rho) * shared + np.sqrt(1.0 - rho) * private
+    return atoms.transpose(0, 2, 1).reshape(n_groups * group_size, dim)
+
+
+def sparse_supports(n: int, n_atoms: int, group_size: int, k: int, cooccur: float, rng) -> np.ndarray:
+    """(n, k) distinct atom indices per row; later picks favour the groups already active."""
+    rows = np.arange(n)
+    support = np.empty((n, k), dtype=np.int64)
+    support[:, 0] = rng.integers(n_atoms, size=n)
+    for j in range(1, k):
+        chosen = np.full(n, -1)
+        from_group = rng.random(n) < cooccur
+        attempt = 0
+        while (chosen < 0).any():  # rejection: k ≤ n_atoms / 2, so a uniform draw is free often
+            todo = chosen < 0
+            grouped = todo & from_group & (attempt < GROUP_RETRIES)
+            anchor = support[rows, rng.integers(j, size=n)]  # a random already-active atom
+            partner = anchor // group_size * group_size + rng.integers(group_size, size=n)
+            candidate = np.where(grouped, partner, rng.integers(n_atoms, size=n))
+            free = (support[:, :j] != candidate[:, None]).all(1)
+            chosen = np.where(todo & free, candidate, chosen)
+            attempt += 1
+        support[:, j] = chosen
+    return support
+
+
+def mix(support: np.ndarray, values: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
+    """Σ_j values[:, j]·D[support[:, j]], in chunks."""
+    out = np.empty((len(support), dictionary.shape[1]))
+    for lo in range(0, len(support), CHUNK):
+        hi = lo + CHUNK
+        out[lo:hi] = np.einsum("nk,nkd->nd", values[lo:hi], dictionary[support[lo:hi]])
+    return out
+
+
+def sparse_codes(support: np.ndarray, values: np.ndarray, n_atoms: int) -> torch.Tensor:
+    rows = np.repeat(np.arange(len(support)), support.shape[1])
+    indices = torch.tensor(np.stack([rows, support.ravel()]))
+    shape = (len(support), n_atoms)
+    values = torch.tensor(values.ravel(), dtype=torch.float32)
+    return torch.sparse_coo_tensor(indices, values, shape, check_invariants=True).coalesce()
+
+
+def max_cross_group_cosine(dictionary: np.ndarray, groups: np.ndarray, chunk: int = 2048) -> float:
+    worst = 0.0
+    for lo in range(0, len(dictionary), chunk):
+        gram = np.abs(dictionary[lo : lo + chunk] @ dictionary.T)
+        gram[groups[lo : lo + chunk, None] == groups[None, :]] = 0.0
+        worst = max(worst, float(gram.max()))
+    return worst
+
+
+@DATASETS.register("superposition")
+def build(name, *, data_root=None, download=False, n_atoms=512, dim=128, group_size=4, rho=0.3, k=8,
+          cooccur=0.5, noise=0.02, n_train=8000, n_test=1000, seed=0):
+    check_cosine(rho, "superposition: rho")
+    if n_atoms % group_size:
+        raise UserError(f"superposition: n_atoms ({n_atoms}) must be a multiple of group_size ({group_size})")
+    if dim <= group_size:
+        raise UserError(f"superposition: dim ({dim}) must exceed group_size ({group_size})")
+    if not 1 <= k <= n_atoms // 2:
+        raise UserError(f"superposition: k must be between 1 and n_atoms / 2 ({n_atoms // 2}), got {k}")
+    rng = np.random.default_rng(seed)
+    dictionary = grouped_superposed_dictionary(n_atoms // group_size, group_size, dim, rho, rng)
+    groups = np.arange(n_atoms) // group_size
+    n = n_train + n_test
+    support = sparse_supports(n, n_atoms, group_size, k, cooccur, rng)
+    values = rng.uniform(*CODE_RANGE, size=support.shape)
+    x = mix(support, values, dictionary) + noise * rng.standard_normal((n, dim))
+    x = torch.tensor(x, dtype=torch.float32)
+    config = dict(kind="superposition", n_atoms=n_atoms, dim=dim, group_size=group_size, rho=rho, k=k,
+                  cooccur=cooccur, noise=noise, n_train=n_train, n_test=n_test, seed=seed)
+    truth = dict(
+        dictionary=torch.tensor(dictionary, dtype=torch.float32),
+        groups=torch.tensor(groups),
+        interference=max_cross_group_cosine(dictionary, groups),
+        train_codes=sparse_codes(support[:n_train], values[:n_train], n_atoms),
+        test_codes=sparse_codes(support[n_train:], values[n_train:], n_atoms).to_dense(),
+    )
+    return Dataset(name=name, train=x[:n_train], test=x[n_train:], config=config, truth=truth)
