@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Iterator
 
+import threadpoolctl
 import torch
 
 from benchmark.errors import short_error
@@ -65,6 +66,11 @@ def _child_main(conn, fn, args, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
+    # One thread for the BLAS libraries too (numpy's and scipy's, used by scikit-learn in the
+    # tasks): otherwise each child runs a full-size thread pool, oversubscribing the cores, and
+    # float sums depend on the thread count (the Ray executor pins them the same way).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    threadpoolctl.threadpool_limits(1)
     modules_before = set(sys.modules)
     try:
         message = ("value", fn(*args))

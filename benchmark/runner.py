@@ -347,7 +347,8 @@ class Runner:
             from benchmark.ray_executor import run_jobs_ray
 
             return run_jobs_ray(jobs, timeout=self.cell_timeout, address=self.options.ray_address,
-                                num_gpus_per_job=1 if self.device == "cuda" else 0)
+                                num_gpus_per_job=1 if self.device == "cuda" else 0,
+                                parallel=self.options.jobs, progress=self.options.progress)
         method = self.options.start_method or start_method(self.device)
         return run_jobs(jobs, timeout=self.cell_timeout, method=method, parallel=self.jobs)
 
@@ -381,12 +382,11 @@ class Runner:
             return
         child = self.for_child([(name, self.seeds_for(name)[0]) for name in self.dataset_names])
         jobs = [Job(name, _contract_job, (child, name)) for name in external]
-        problems = []
-        for job, outcome in self._execute(jobs):
-            if outcome.error is not None:
-                problems.append(f"{job.key}: the contract check did not finish: {outcome.error}")
-            else:
-                problems += outcome.value
+        found = {}
+        for job, outcome in self._execute(jobs):  # in the order they finish
+            found[job.key] = ([f"{job.key}: the contract check did not finish: {outcome.error}"]
+                              if outcome.error is not None else outcome.value)
+        problems = [line for name in external for line in found[name]]  # in the order given
         if problems:
             raise UserError("\n".join(problems))
 

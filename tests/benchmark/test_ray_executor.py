@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.cli import main
 from benchmark.data import Dataset
 from benchmark.errors import UserError
 from benchmark.isolation import Job, run_in_process
