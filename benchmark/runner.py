@@ -31,7 +31,7 @@ from benchmark.registry import CONTROLS, DATASETS, TASKS, VARIANTS
 from benchmark.results import ResultsFile, RunInfo, make_rows
 from benchmark.submission import (canonical_spec, is_external, load_variant_config, resolve_variant,
                                   source_hash, variant_name, with_variant_config)
-from benchmark.task import get_task
+from benchmark.task import NotScorable, get_task
 from benchmark.training import ModelCache, TrainedModel, train_model
 
 
@@ -298,6 +298,8 @@ class Runner:
         for task in tasks:
             try:
                 rows += row(task, metrics=self.evaluate(task, trained, cell), directions=task.metrics)
+            except NotScorable as why:
+                rows += row(task, status="skipped", message=str(why))
             except Exception as err:
                 rows += row(task, status="error", message=f"evaluation: {short_error(err)}")
         return rows

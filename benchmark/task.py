@@ -7,6 +7,11 @@ from benchmark.data import Dataset
 from benchmark.training import TrainedModel
 
 
+class NotScorable(Exception):
+    """Raised by `evaluate` when a model has nothing the task can measure (e.g. a sweep setting
+    whose penalty killed every latent): a `skipped` row with the reason, not an error."""
+
+
 class Task:
     """Base class of every task. Subclasses set `metrics` and `headline` and implement `evaluate`.
 

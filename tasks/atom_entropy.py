@@ -46,7 +46,7 @@ matplotlib.use("Agg")  # no display on CI machines
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmark.registry import TASKS  # noqa: E402
-from benchmark.task import Task  # noqa: E402
+from benchmark.task import NotScorable, Task  # noqa: E402
 
 from tasks._activity import artifact_file, artifact_root, firing_order  # noqa: E402
 from tasks._common import encode_all  # noqa: E402
@@ -169,7 +169,7 @@ class AtomEntropy(Task):
         # distribution to measure, so it is left out with the dead ones.
         usable = (counts > 0) & (atoms.flatten(1).abs().sum(1) > 0)
         if not bool(usable.any()):
-            raise ValueError("no alive atoms: every latent is zero on the whole test split")
+            raise NotScorable("no alive atoms: every latent is zero on the whole test split")
         metrics = atom_metrics(atoms[usable])
         metrics["alive_atoms"] = float(usable.sum())
         self._save_gallery(config, dataset.name, atoms, order[usable[order]][:GALLERY_ATOMS], metrics)

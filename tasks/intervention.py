@@ -60,7 +60,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from benchmark.datasets.whitened_patches import pixel_map  # noqa: E402
 from benchmark.registry import TASKS  # noqa: E402
-from benchmark.task import Task  # noqa: E402
+from benchmark.task import NotScorable, Task  # noqa: E402
 
 from tasks._activity import artifact_file, firing_order  # noqa: E402
 from tasks._common import encode_all  # noqa: E402
@@ -300,7 +300,7 @@ class Intervention(Task):
         alive = (encode_all(model, dataset.test, dataset.test_concepts) != 0).any(0)
         latents, atoms = pixel_atoms(model, pixel_map(dataset), alive)
         if latents.numel() == 0:
-            raise ValueError("no alive atoms: every latent is zero on the whole test split")
+            raise NotScorable("no alive atoms: every latent is zero on the whole test split")
         images, concepts = _first_images(dataset, N_IMAGES)
         codes = encode_all(model, images, concepts)
         requests, windows, names = edit_requests(dataset.input_shape, config.get("windows_per_side", WINDOWS_PER_SIDE))

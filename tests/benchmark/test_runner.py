@@ -64,3 +64,34 @@ def test_a_dataset_sweep_replaces_the_variants_and_labels_are_stable():
     assert list(preset.settings("topk", "other")) == ["k=2", "k=8"]
     assert preset.settings("relu", "other") == {"default": {"l1_coeff": 0.1}}
     assert setting_label({"b": 1, "a": 0.5}) == "a=0.5,b=1"
+
+
+def test_a_model_whose_latents_are_all_dead_is_skipped_by_the_atom_tasks_not_an_error(tmp_path):
+    """A sweep setting whose penalty kills every latent leaves the atom tasks nothing to
+    measure: a `skipped` row with the reason, and the run exits 0."""
+    from benchmark.cli import main
+
+    submission = tmp_path / "dead.py"
+    submission.write_text(
+        "import torch\nfrom benchmark.variant import SAE\n\n"
+        "class Dead(SAE):\n"
+        "    def __init__(self, input_shape, n_latents):\n"
+        "        super().__init__(input_shape, n_latents)\n"
+        "        self.w = torch.nn.Parameter(torch.zeros(n_latents, self.input_dim))\n"
+        "    def encode(self, x):\n"
+        "        return (x.flatten(1) @ self.w.t()).relu() * 0\n"
+        "    def decode(self, z):\n"
+        "        return (z @ self.w).view(-1, *self.input_shape)\n"
+        "    def loss(self, x, x_hat, z):\n"
+        "        return (x - x_hat).pow(2).mean() + 0 * self.w.sum(), {}\n")
+    preset = tmp_path / "p.yaml"
+    preset.write_text("seeds: [0]\nn_latents: 16\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\n"
+                      "datasets: {w: {kind: whitened_patches, size: 4, n_train: 128, n_test: 64}}\n"
+                      "tasks: {atom_entropy: {datasets: [w]}, intervention: {datasets: [w]}}\n")
+    out = tmp_path / "out"
+    assert main(["run", "--variant", f"{submission}:Dead", "--preset", str(preset), "--out", str(out),
+                 "--no-progress", "--no-controls", "--jobs", "1"]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(rows["status"]) == {"skipped"} and all("no alive atoms" in m for m in rows["message"])
