@@ -65,11 +65,13 @@ def frontier_plot(results: pd.DataFrame, task: str, dataset: str, metric: str, h
         return None
     points = rows.groupby(["variant", "setting"]).agg(l0=("l0", "mean"), value=("value", "mean")).reset_index()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for variant, line in points.groupby("variant"):
+    colours = plt.get_cmap("tab20").colors  # one colour per line: more lines than the default cycle
+    for i, (variant, line) in enumerate(points.groupby("variant")):
         line = line.sort_values("l0")
         control = is_control_name(variant)
         ax.plot(line["l0"], line["value"], "--" if control else "-", marker="o", ms=3, lw=1.2,
-                label=f"{variant} (control)" if control else variant, alpha=0.8 if control else 1.0)
+                color=colours[i % len(colours)], label=f"{variant} (control)" if control else variant,
+                alpha=0.8 if control else 1.0)
     for variant, ref in reference_rows(results, task, dataset, metric).groupby("variant"):
         ax.axhline(ref["value"].mean(), ls=":", lw=1, color="grey")
         ax.annotate(variant, (ax.get_xlim()[0], ref["value"].mean()), fontsize=7, color="grey")

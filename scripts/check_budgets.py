@@ -5,6 +5,7 @@ failed, so CI can use it.
 
     python scripts/check_budgets.py              # smoke (60 s)
     python scripts/check_budgets.py --default    # smoke, then default (20 min)
+    python scripts/check_budgets.py --default --default-out results   # ... publishing the default run
 
 The budgets are for 2 CPU cores with nothing else running; on a busy machine the wall time is
 longer than the suite's own cost (the script prints the process's CPU time beside it).
@@ -22,14 +23,15 @@ BUDGETS_S = {"smoke": 60, "default": 20 * 60}
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_preset(preset: str) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds of the run's processes, exit code) of one full run."""
-    with tempfile.TemporaryDirectory(prefix=f"budget-{preset}-") as out:
+def run_preset(preset: str, out: str | None = None) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the run's processes, exit code) of one full run, into `out`
+    (e.g. `results`, so that the measured run is the published one) or a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix=f"budget-{preset}-") as scratch:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         code = subprocess.call(
             [sys.executable, "-m", "benchmark", "run", "--all", "--preset", preset, "--force",
-             "--no-progress", "--device", "cpu", "--out", out],
+             "--no-progress", "--device", "cpu", "--out", out or scratch],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         wall = time.perf_counter() - start
@@ -41,11 +43,13 @@ def run_preset(preset: str) -> tuple[float, float, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--default", action="store_true", help="also run the default preset (up to 20 min)")
+    parser.add_argument("--default-out", metavar="DIR", help="run the default preset into DIR (relative to the "
+                        "repository; e.g. results, to publish the measured run) instead of a temporary folder")
     args = parser.parse_args(argv)
     presets = ["smoke"] + (["default"] if args.default else [])
     failed = False
     for preset in presets:
-        wall, cpu, code = run_preset(preset)
+        wall, cpu, code = run_preset(preset, args.default_out if preset == "default" else None)
         budget = BUDGETS_S[preset]
         over = wall > budget
         verdict = "run FAILED" if code else ("OVER BUDGET" if over else "ok")

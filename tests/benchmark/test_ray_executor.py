@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark.cli import main
 from benchmark.data import Dataset
 from benchmark.errors import UserError
 from benchmark.isolation import Job, run_in_process
@@ -246,3 +247,18 @@ def test_ray_missing_is_one_line_naming_the_install(tmp_path, capsys, monkeypatc
 
 def test_an_address_without_the_ray_executor_is_refused(tmp_path, capsys):
     assert refused(tmp_path, capsys, "--ray-address", "127.0.0.1:6379") == "error: --ray-address needs --executor ray"
+
+
+def test_the_smoke_preset_on_ray_gives_exactly_the_local_executors_values(cluster, tmp_path):
+    """The whole smoke preset (every variant, control, task and sweep setting) on the local Ray
+    instance with 2 CPUs and with the local executor: identical values, L0s and statuses."""
+    frames = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        extra = ["--ray-address", cluster] if executor == "ray" else []
+        assert main(["run", "--all", "--preset", "smoke", "--out", str(out), "--no-progress",
+                     "--executor", executor, *extra]) == 0
+        frame = read_results(out / "results.csv")
+        frames[executor] = frame.set_index(IDENTITY)[["value", "l0", "status"]].sort_index()
+    assert len(frames["local"]) > 1000
+    pd.testing.assert_frame_equal(frames["local"], frames["ray"])

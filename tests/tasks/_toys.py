@@ -1,4 +1,6 @@
 """Hand-built models and data shared by the atom_entropy and intervention tests."""
+import functools
+
 import torch
 
 from benchmark.config import load_preset
@@ -52,3 +54,24 @@ def trained_variant(name: str, dataset: Dataset, epochs: int, callbacks=None, n_
     torch.manual_seed(0)
     model = cls(dataset.input_shape, n_latents, **hparams)
     return train_model(model, dataset, TrainConfig(epochs, 32, 1e-3), seed=0, callbacks=callbacks)
+
+
+@functools.cache
+def untrained_and_trained_whitened_topk():
+    """TopK (216 latents, k = 4) on whitened 6×6 crops, untrained and after 15 epochs (240
+    steps), shared by the atom and intervention tests; one thread, as the runner's children use:
+    faster on a busy 2-core machine."""
+    from benchmark.datasets import build_dataset
+
+    data = build_dataset("wp", {"kind": "whitened_patches", "size": 6, "n_train": 2000, "n_test": 256})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models = []
+        for epochs in (0, 15):
+            torch.manual_seed(0)
+            model = VARIANTS.get("topk")(data.input_shape, 216, k=4, aux_k=108, dead_steps=50)
+            models.append(train_model(model, data, TrainConfig(epochs, 128, 3e-3), seed=0))
+    finally:
+        torch.set_num_threads(threads)
+    return data, *models

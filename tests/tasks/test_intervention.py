@@ -13,7 +13,7 @@ from tasks._activity import firing_order
 from tasks.intervention import (ALPHAS, DELTA, Intervention, PooledR2, chosen_latents, decode_edits,
                                 edit_effects, edit_requests, off_target_fraction, pursuit_coefficients,
                                 strength_cv, unit_edit_strength, window_masks)
-from tests.tasks._toys import AffineToy, image_dataset, trained_variant
+from tests.tasks._toys import AffineToy, image_dataset, trained_variant, untrained_and_trained_whitened_topk
 
 SHAPE = (3, 4, 4)
 IMAGE = (3, 8, 8)
@@ -302,20 +302,7 @@ def test_non_image_data_is_skipped():
 # ----- untrained against trained -----
 @pytest.fixture(scope="module")
 def untrained_and_trained_topk():
-    """TopK (216 latents, k = 4) on whitened 6×6 crops, untrained and after 15 epochs (240
-    steps); one thread, as the runner's children use: faster on a busy 2-core machine."""
-    data = build_dataset("wp", {"kind": "whitened_patches", "size": 6, "n_train": 2000, "n_test": 256})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        models = []
-        for epochs in (0, 15):
-            torch.manual_seed(0)
-            model = VARIANTS.get("topk")(data.input_shape, 216, k=4, aux_k=108, dead_steps=50)
-            models.append(train_model(model, data, TrainConfig(epochs, 128, 3e-3), seed=0))
-    finally:
-        torch.set_num_threads(threads)
-    return data, *models
+    return untrained_and_trained_whitened_topk()
 
 
 def test_training_makes_edits_more_controllable(untrained_and_trained_topk):
