@@ -64,12 +64,3 @@ class Reconstruction(Task):
             return scores
         finally:
             model.set_inference_k(trained_k)
-
-    def plots(self, results, plot_dir):
-        from benchmark.plots import pareto_plot
-
-        figures = [
-            ("R² against FLOPs per sample", pareto_plot(results, "flops_per_sample", "FLOPs per sample (fvcore, 1 multiply-add = 1)", plot_dir / "r2_vs_flops.png")),
-            ("R² against trainable parameters", pareto_plot(results, "params", "trainable parameters", plot_dir / "r2_vs_params.png")),
-        ]
-        return [(title, path) for title, path in figures if path is not None]

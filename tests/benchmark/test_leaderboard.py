@@ -2,7 +2,6 @@
 import pandas as pd
 
 from benchmark.leaderboard import write_leaderboard
-from benchmark.plots import pareto_front
 from benchmark.results import ResultsFile, RunInfo, make_rows
 
 INFO = RunInfo("r", "c", "tiny-board", "cpu", "2")
@@ -75,8 +74,3 @@ def test_rows_of_an_older_suite_version_are_not_mixed_in(tmp_path):
     pd.concat([frame, old]).to_csv(path, index=False)
     text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
     assert "ghost" not in text and "rows of older suite versions are not shown" in text
-
-
-def test_pareto_front_keeps_only_undominated_points():
-    points = pd.DataFrame({"cost": [1, 2, 3, 4], "r2": [0.5, 0.4, 0.9, 0.8]})
-    assert pareto_front(points, "cost", "r2")["cost"].tolist() == [1, 3]
