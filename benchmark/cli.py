@@ -64,7 +64,6 @@ def add_run(sub):
 
 
 def cmd_run(args) -> int:
-    from benchmark.leaderboard import write_leaderboard
     from benchmark.runner import RunOptions, Runner
 
     if not (args.all or args.variant or args.task):
@@ -79,9 +78,16 @@ def cmd_run(args) -> int:
                          ray_address=args.ray_address)
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address needs --executor ray")
-    runner = Runner(options)
+    return run_and_report(Runner(options), leaderboard_path(args.out, args.leaderboard))
+
+
+def run_and_report(runner, leaderboard: Path) -> int:
+    """Run the grid, regenerate the leaderboard, print the counts and every failed cell; the
+    exit code is 1 when any cell errored (`run` and `eval` alike)."""
+    from benchmark.leaderboard import write_leaderboard
+
     summary = runner.run()
-    board = write_leaderboard(runner.results.path, leaderboard_path(args.out, args.leaderboard), args.out / "plots")
+    board = write_leaderboard(runner.results.path, leaderboard, runner.out_dir / "plots")
     c = summary.counts
     print(f"{c['ok']} metrics ok, {c['skipped']} skipped, {c['error']} errors, "
           f"{c['resumed']} task cells already finished; results in {runner.results.path}, leaderboard in {board}")

@@ -7,13 +7,11 @@ table at every target L0. Unconverged models (†), targets a sweep does not rea
 that beat every control beyond noise (✓) and comparisons that separate no variants beyond noise
 are marked wherever they appear.
 """
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from benchmark import SUITE_VERSION
 from benchmark.config import load_preset
 from benchmark.errors import UserError
 from benchmark.matched import (Entry, beats_controls, discriminates, matched_entries, noise_ranks,

@@ -26,7 +26,7 @@ from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
 from benchmark.errors import UserError, short_error
 from benchmark.isolation import Job, run_in_process, run_jobs, start_method
-from benchmark.plan import Cell, ModelSpec, Planner, training_code_digest  # noqa: F401 (re-exported)
+from benchmark.plan import Cell, ModelSpec, Planner  # noqa: F401 (ModelSpec re-exported)
 from benchmark.registry import CONTROLS, DATASETS, TASKS, VARIANTS
 from benchmark.results import ResultsFile, RunInfo, make_rows
 from benchmark.submission import (canonical_spec, is_external, load_variant_config, resolve_variant,

@@ -6,8 +6,6 @@ It is MP-SAE's encoder and decoder with the dictionary left at its random initia
 gap between `mp` and `random-dict` at the same L0 is what training the dictionary bought
 (random baselines come close to trained SAEs on several popular metrics: arXiv 2602.14111).
 """
-import torch
-
 from benchmark.control import Control
 from benchmark.registry import CONTROLS
 

@@ -1,5 +1,4 @@
 """The `eval` and `export` commands and `list --foreign` (registered in benchmark/cli.py)."""
-import sys
 from pathlib import Path
 
 from benchmark.config import load_preset, preset_names
@@ -34,10 +33,9 @@ def add_eval(sub):
 
 
 def cmd_eval(args) -> int:
-    from benchmark.cli import leaderboard_path
+    from benchmark.cli import leaderboard_path, run_and_report
     from benchmark.datasets import build_dataset
     from benchmark.interop import check_input_dim, checkpoint_class
-    from benchmark.leaderboard import write_leaderboard
     from benchmark.runner import RunOptions, Runner
 
     preset = load_preset(args.preset)
@@ -58,14 +56,7 @@ def cmd_eval(args) -> int:
                          progress=not args.no_progress, isolate=not args.in_process)
     runner = Runner(options)
     print(f"{cls.name}: {cls.checkpoint.describe()}")
-    summary = runner.run()
-    board = write_leaderboard(runner.results.path, leaderboard_path(args.out, None), args.out / "plots")
-    c = summary.counts
-    print(f"{c['ok']} metrics ok, {c['skipped']} skipped, {c['error']} errors, {c['resumed']} task cells already "
-          f"finished; results in {runner.results.path}, leaderboard in {board}")
-    for line in summary.errors:
-        print(f"error: {line}", file=sys.stderr)
-    return 1 if summary.errors else 0
+    return run_and_report(runner, leaderboard_path(args.out, None))
 
 
 # ----- export -----
