@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.config import load_preset
+from benchmark.config import DEFAULT_COMPARISON, load_preset
 from benchmark.errors import UserError
 from benchmark.matched import (Entry, beats_controls, discriminates, matched_entries, noise_ranks,
                                pooled_std)
@@ -100,12 +100,12 @@ class Leaderboard:
     def targets(self, dataset: str) -> list[float]:
         if self.preset is not None and dataset in self.preset.datasets:
             return self.preset.l0_targets(dataset)
-        return [8.0, 16.0, 32.0]
+        return [float(t) for t in DEFAULT_COMPARISON["l0_targets"]]
 
     def headline_l0(self, dataset: str) -> float:
         if self.preset is not None and dataset in self.preset.datasets:
             return self.preset.headline_l0(dataset)
-        return 16.0
+        return float(DEFAULT_COMPARISON["headline_l0"])
 
     def not_ok(self, task: str, dataset: str) -> pd.DataFrame:
         r = self.results

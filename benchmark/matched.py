@@ -152,7 +152,7 @@ def noise_ranks(entries: list[Entry], higher_is_better: bool) -> dict[str, int]:
 def headline_settings(results: pd.DataFrame, task: str, dataset: str, target: float | None = None) -> dict[str, str]:
     """{variant: the setting whose mean L0 over seeds is nearest (in log) the target}, for figures
     that show one model per variant. The target defaults to the dataset's headline L0 in the
-    results' preset (16 when the preset is not known)."""
+    results' preset (the default comparison's when the preset is not known)."""
     if target is None:
         target = headline_l0_of(results, dataset)
     rows = results[(results["task"] == task) & (results["dataset"] == dataset) & (results["status"] == "ok")]
@@ -164,8 +164,8 @@ def headline_settings(results: pd.DataFrame, task: str, dataset: str, target: fl
     return chosen
 
 
-def headline_l0_of(results: pd.DataFrame, dataset: str, default: float = 16.0) -> float:
-    from benchmark.config import load_preset
+def headline_l0_of(results: pd.DataFrame, dataset: str) -> float:
+    from benchmark.config import DEFAULT_COMPARISON, load_preset
     from benchmark.errors import UserError
 
     presets = set(results["preset"]) if "preset" in results else set()
@@ -174,5 +174,5 @@ def headline_l0_of(results: pd.DataFrame, dataset: str, default: float = 16.0) -
     except UserError:
         preset = None
     if preset is None or dataset not in preset.datasets:
-        return default
+        return float(DEFAULT_COMPARISON["headline_l0"])
     return preset.headline_l0(dataset)

@@ -94,10 +94,9 @@ def resolve_device(device: str) -> str:
 @torch.no_grad()
 def achieved_l0(model, dataset: Dataset) -> float:
     """The model's test L0: distinct active latents per test sample, averaged."""
-    from tasks._common import encode_all
+    from tasks._common import active_per_sample, encode_all
 
-    codes = encode_all(model, dataset.test, dataset.test_concepts)
-    return float((codes != 0).sum(1).double().mean())
+    return float(active_per_sample(encode_all(model, dataset.test, dataset.test_concepts)).mean())
 
 
 class Runner:
@@ -113,7 +112,6 @@ class Runner:
             self._apply_variant_config(options.variant_config)
         self.controls = [c for c in self.preset.controls if c in CONTROLS] if options.controls else []
         self.variants = list(self.variant_specs) + self.controls
-        self.seeds = options.seeds or self.preset.seeds  # --seeds overrides every dataset's
         self.dataset_names = self._select_datasets()
         for name in self.dataset_names:
             DATASETS.get(self.preset.datasets[name].get("kind", name))

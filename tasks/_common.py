@@ -23,6 +23,12 @@ def encode_test(model: SAE, dataset: Dataset, chunk: int = 512) -> tuple[torch.T
     return codes, torch.cat([model.decode(part) for part in codes.split(chunk)])
 
 
+def active_per_sample(codes: torch.Tensor) -> torch.Tensor:
+    """Distinct active latents of each row (float64): L0, as the sparsity task and every row's
+    `l0` column count it."""
+    return (codes != 0).sum(1).double()
+
+
 def pooled_r2(target: torch.Tensor, prediction: torch.Tensor) -> float:
     """1 − Σ‖x − x̂‖² / Σ‖x − x̄‖², x̄ the per-dimension mean of `target` (sklearn's
     r2_score with multioutput="variance_weighted")."""

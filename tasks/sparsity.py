@@ -4,7 +4,7 @@ import torch
 from benchmark.registry import TASKS
 from benchmark.task import Task
 
-from tasks._common import encode_test
+from tasks._common import active_per_sample, encode_test
 
 DENSE_THRESHOLD = 0.10  # a latent firing on more than 10% of samples is "dense"
 
@@ -22,7 +22,7 @@ def hoyer(codes: torch.Tensor) -> torch.Tensor:
 
 def sparsity_metrics(codes: torch.Tensor) -> dict[str, float]:
     active = codes != 0
-    per_sample = active.sum(1).double()
+    per_sample = active_per_sample(codes)
     firing_rate = active.double().mean(0)
     return {
         "l0": float(per_sample.mean()),
