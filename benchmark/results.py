@@ -40,13 +40,22 @@ def content_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def git_commit() -> str:
+def git_commit(repo: Path | None = None) -> str:
+    """The checkout's short commit, with "-dirty" when tracked files other than results and
+    documents differ from it: results made by uncommitted code must not claim a commit that did
+    not make them (a run rewriting results/ is not a code change)."""
+    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=5)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=repo, timeout=5).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":(exclude)results", ":(exclude)*.md"],
+                                 capture_output=True, text=True, cwd=repo, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    if not head:
+        return "unknown"
+    return f"{head}-dirty" if changed else head
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,28 @@ def test_a_file_of_an_unknown_schema_version_is_refused_with_one_line(tmp_path):
     with pytest.raises(UserError, match="schema version") as err:
         read_results(path)
     assert "\n" not in str(err.value)
+
+
+def test_git_commit_is_marked_dirty_by_code_changes_but_not_by_results(tmp_path):
+    import subprocess
+
+    from benchmark.results import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_commit(tmp_path) == "unknown"  # not a repository
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "results.csv").write_text("a\n")
+    (tmp_path / "leaderboard.md").write_text("# board\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = git_commit(tmp_path)
+    assert clean != "unknown" and not clean.endswith("-dirty")
+    (tmp_path / "results" / "results.csv").write_text("b\n")  # a run rewrote the published results
+    (tmp_path / "leaderboard.md").write_text("# new board\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{clean}-dirty"
