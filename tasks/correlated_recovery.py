@@ -222,38 +222,31 @@ class CorrelatedRecovery(Task):
         for family, family_curves in curves.groupby("family"):
             path = Path(plot_dir) / f"{self.name}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', family)}_vs_rho.png"
             plot_curves(family_curves, family, path)
-            figures.append((f"Recovery against ρ on {family}, each variant at its headline L0 (controls dashed)", path))
+            figures.append((f"Recovery against ρ on {family}, each variant read at the headline L0 as in the tables "
+                            "(controls dashed)", path))
         return figures
 
 
-def at_headline_settings(rows: pd.DataFrame, task: str) -> pd.DataFrame:
-    """The rows of each (dataset, variant) at the variant's headline sparsity setting; every row
-    when results carry no setting (schema 1)."""
-    if "setting" not in rows or rows.empty:
-        return rows
-    from benchmark.matched import headline_settings
-
-    keep = []
-    for dataset, part in rows.groupby("dataset"):
-        settings = {v: str(s) for v, s in headline_settings(part, task, dataset).items()}
-        keep.append(part[part["setting"].astype(str) == part["variant"].map(settings)])
-    return pd.concat(keep) if keep else rows.iloc[:0]
-
-
 def recovery_curves(results: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Mean and std over seeds of recovery_90 and mmcs, per (family, metric, variant, rho), each
-    variant at its headline setting."""
-    rows = results[(results["task"] == task) & (results["status"] == "ok")
-                   & results["metric"].isin(["recovery_90", "mmcs"])].copy()
-    rows["rho"] = rows["dataset"].map(rho_of)
-    rows = at_headline_settings(rows.dropna(subset=["rho"]), task)
-    rows["family"] = rows["dataset"].map(family_of)
-    rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
-    grouped = rows.groupby(["family", "metric", "variant", "rho"])["value"]
+    """Mean and std over seeds of recovery_90 and mmcs, per (family, metric, variant, rho), read
+    at each dataset's headline L0 exactly as the leaderboard's tables read them
+    (benchmark.matched.matched_entries: interpolated in log L0 between the two sweep settings
+    that bracket it); a variant whose sweep does not reach it is left out, never extrapolated."""
+    from benchmark.matched import headline_l0_of, matched_entries
+
     columns = ["family", "metric", "variant", "rho", "mean", "std"]
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    return grouped.agg(mean="mean", std="std").fillna({"std": 0.0}).reset_index()[columns]
+    ok = results[(results["task"] == task) & (results["status"] == "ok")]
+    records = []
+    for dataset in sorted(set(ok["dataset"])):
+        rho = rho_of(dataset)
+        if rho is None:
+            continue
+        target = headline_l0_of(results, dataset)
+        for metric in ("recovery_90", "mmcs"):
+            records += [dict(family=family_of(dataset), metric=metric, variant=e.variant, rho=rho, mean=e.mean,
+                             std=e.std) for e in matched_entries(ok, task, dataset, metric, target)
+                        if e.kind != "reference" and e.reached]
+    return pd.DataFrame(records, columns=columns)
 
 
 def plot_curves(curves: pd.DataFrame, family: str, path: Path) -> None:

@@ -1,6 +1,3 @@
-import sys
-import types
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +9,7 @@ from benchmark.datasets import build_dataset
 from benchmark.registry import CONTROLS, TASKS, VARIANTS
 from benchmark.training import TrainedModel
 from benchmark.variant import SAE
-from tasks.correlated_recovery import abs_cosines, at_headline_settings, attribution, hungarian_match, recovered
+from tasks.correlated_recovery import abs_cosines, attribution, hungarian_match, recovered, recovery_curves
 
 TASK = TASKS.get("correlated_recovery")()
 
@@ -266,7 +263,7 @@ def test_on_superposition_the_oracle_recovers_everything_and_pca_nothing():
 
 def rows_for(dataset, variant, setting, l0, value, seeds=(0, 1)):
     return [dict(task="correlated_recovery", dataset=dataset, variant=variant, seed=s, setting=setting,
-                 l0=l0, metric=m, value=value, status="ok") for s in seeds for m in ("recovery_90", "mmcs")]
+                 l0=l0, metric=m, value=value, status="ok", converged=True) for s in seeds for m in ("recovery_90", "mmcs")]
 
 
 def sweep_results():
@@ -281,15 +278,21 @@ def sweep_results():
     return pd.DataFrame(rows)
 
 
-def test_recovery_curves_keep_each_variant_at_its_headline_setting(monkeypatch):
+def test_recovery_curves_read_each_variant_at_the_headline_l0_like_the_tables():
+    """Headline L0 16: mp's sweep brackets it (1.0 at L0 4, 0.5 at L0 16) and reads 0.5; relu's one
+    setting at L0 12 does not reach it and is left out, not extrapolated; the tree has no rho."""
+    curves = recovery_curves(sweep_results(), TASK.name)
+    correlated = curves[(curves.family == "correlated") & (curves.metric == "recovery_90")]
+    assert set(correlated.variant) == {"mp", "pca"} and set(correlated.rho) == {0.0, 0.9}
+    assert (correlated[correlated.variant == "mp"]["mean"] == 0.5).all()
+    assert (correlated[correlated.variant == "pca"]["mean"] == 0.0).all()
+    assert "tree" not in set(curves.family)
+    # between two settings: L0 16 is halfway in log L0 from 4 (1.0) to 64 (0.0) -> 0.5, interpolated
     results = sweep_results()
-    picked = at_headline_settings(results, TASK.name)  # real rule: the L0 nearest 16
-    mp = picked[picked.variant == "mp"]
-    assert set(mp[mp.dataset != "tree"].setting) == {"k=16"} and set(mp[mp.dataset == "tree"].setting) == {"k=4"}
-    stand_in = types.SimpleNamespace(headline_settings=lambda r, t, d: {"mp": "k=4", "relu": "l1_coeff=0.1"})
-    monkeypatch.setitem(sys.modules, "benchmark.matched", stand_in)
-    picked = at_headline_settings(results, TASK.name)
-    assert set(picked.variant) == {"mp", "relu"} and set(picked[picked.variant == "mp"].setting) == {"k=4"}
+    results = results[~((results.variant == "mp") & (results.setting == "k=16"))]
+    results = pd.concat([results, pd.DataFrame(rows_for("correlated-rho0.0", "mp", "k=64", 64.0, 0.0))])
+    mp = recovery_curves(results, TASK.name).query("variant == 'mp' and family == 'correlated' and rho == 0.0")
+    assert mp[mp.metric == "recovery_90"]["mean"].item() == pytest.approx(0.5)
 
 
 def test_plot_draws_recovery_against_rho_per_family(tmp_path):
