@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import UserError
+from benchmark.results import latest_runs
 
 REQUIRED_COLUMNS = ["preset", "task", "dataset", "variant", "seed", "metric", "value", "higher_is_better", "status"]
 CELL = ["task", "dataset", "variant"]
@@ -70,7 +71,7 @@ def load_results(path: Path, preset: str | None, role: str) -> pd.DataFrame:
             raise UserError(f"{role} {path} has no rows of preset {preset!r} (it has: {', '.join(presets)})")
     elif len(presets) > 1:
         raise UserError(f"{role} {path} holds several presets ({', '.join(presets)}): choose one with --preset")
-    frame = frame.copy()
+    frame = latest_runs(frame).copy()  # a re-run cell counts once, as last written
     if "setting" in frame.columns:  # one sweep setting at a time
         swept = ~frame["setting"].astype(str).isin(["default", ""])
         frame.loc[swept, "variant"] = frame.loc[swept, "variant"].astype(str) + " [" + frame.loc[swept, "setting"].astype(str) + "]"

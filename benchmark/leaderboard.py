@@ -17,7 +17,7 @@ from benchmark.errors import UserError
 from benchmark.matched import (Entry, beats_controls, discriminates, matched_entries, noise_ranks,
                                pooled_std)
 from benchmark.registry import TASKS
-from benchmark.results import read_results
+from benchmark.results import latest_runs, read_results
 from benchmark.task import get_task
 
 UNCONVERGED = "†"
@@ -39,19 +39,6 @@ def newest_suite(results: pd.DataFrame) -> pd.DataFrame:
     migrated version-1 rows must never be mixed into newer comparisons."""
     versions = sorted(set(results["suite_version"].astype(str)), key=lambda v: tuple(int(p) for p in v.split(".")))
     return results[results["suite_version"].astype(str) == versions[-1]] if versions else results
-
-
-CELL = ["task", "dataset", "variant", "setting", "seed"]
-
-
-def latest_runs(results: pd.DataFrame) -> pd.DataFrame:
-    """Each cell's rows from the last run that wrote it (file order is write order). A cell
-    re-run under a changed configuration (a new config_hash) leaves its old rows in the CSV; they
-    must not be interpolated beside the new ones."""
-    if results.empty:
-        return results
-    last_run = results.groupby(CELL, dropna=False)["run_id"].transform("last")
-    return results[results["run_id"] == last_run]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -118,6 +118,21 @@ def migrate_v1(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[COLUMNS]
 
 
+RUN_CELL = ["task", "dataset", "variant", "setting", "seed"]  # what one run writes once
+
+
+def latest_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """Each cell's rows from the last run that wrote it (file order is write order). A cell
+    re-run under a changed configuration (a new config_hash) leaves its old rows in the CSV; no
+    reader may average or interpolate them beside the new ones. A frame without run ids (a
+    foreign file) is returned as it is."""
+    if results.empty or "run_id" not in results.columns:
+        return results
+    keys = [c for c in RUN_CELL if c in results.columns]
+    last_run = results.groupby(keys, dropna=False)["run_id"].transform("last")
+    return results[results["run_id"] == last_run]
+
+
 def read_results(path: Path) -> pd.DataFrame:
     """results.csv in the current schema (a version-1 file is migrated; any other version, or a
     file that is not a results file, is refused with one line)."""

@@ -140,3 +140,15 @@ def test_each_sweep_setting_is_compared_with_itself(tmp_path, capsys):
     assert code == 1
     rows = table_rows(out)
     assert ["regression", "reconstruction", "digits8", "topk", "[k=16]", "r2"] == rows[0][:6]
+
+
+def test_a_cell_re_run_in_the_same_file_counts_once_as_last_written(tmp_path, capsys):
+    """An earlier run's error row and its other value stay in NEW, but only the last run's rows
+    are compared: the cell is ok and its r2 unchanged, not an error or a mix."""
+    earlier = RunInfo("earlier", "abc", "smoke", "cpu", "2.x")
+    stale = [*make_rows(earlier, task="reconstruction", dataset="digits8", variant="topk", seed=0, config_hash="old",
+                        status="error", message="training: boom"),
+             *make_rows(earlier, task="reconstruction", dataset="digits8", variant="relu", seed=0, config_hash="old",
+                        metrics={"r2": 0.1, "mse": 0.9, "params": 1000}, directions=DIRECTIONS)]
+    code, out, _ = compare(tmp_path, capsys, BASE, [*stale, *BASE])
+    assert code == 0 and "1 regression" not in out and "6 unchanged" in out
