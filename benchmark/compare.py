@@ -16,7 +16,6 @@ metric's bad direction (`higher_is_better`) can be a regression, and only beyond
 Exit code: 1 on a regression (and on a missing row with --fail-on-missing), 0 otherwise, 2 on bad
 input (a missing file, not a results CSV, several presets without --preset).
 """
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path

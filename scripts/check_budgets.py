@@ -32,13 +32,15 @@ def run_preset(preset: str, out: str | None = None) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of the run's processes, exit code) of one full run, into `out`
     (e.g. `results`, so that the measured run is the published one) or a temporary folder."""
     with tempfile.TemporaryDirectory(prefix=f"budget-{preset}-") as scratch:
+        results_dir = REPO / out if out else Path(scratch)
         if out:  # a warm cache would hide the training and extraction cost; the published results
             # and figures must come from this run alone, not beside rows of an older configuration
             for stale in ("cache", "plots"):
-                shutil.rmtree(REPO / out / stale, ignore_errors=True)
-            (REPO / out / "results.csv").unlink(missing_ok=True)
+                shutil.rmtree(results_dir / stale, ignore_errors=True)
+            (results_dir / "results.csv").unlink(missing_ok=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
+        # --out as given (relative to the repository): `results` puts leaderboard.md beside it
         code = subprocess.call(
             [sys.executable, "-m", "benchmark", "run", "--all", "--preset", preset, "--force",
              "--no-progress", "--device", "cpu", "--out", out or scratch],
@@ -46,7 +48,7 @@ def run_preset(preset: str, out: str | None = None) -> tuple[float, float, int]:
         )
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        print_dataset_shares(Path(out and REPO / out or scratch) / "results.csv")
+        print_dataset_shares(results_dir / "results.csv")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, code
 

@@ -1,5 +1,6 @@
-"""Shared pieces of the synthetic dictionary datasets (`correlated`, `tree`): x = z·D + noise
-with a known unit-norm dictionary D and known non-negative codes z, both kept in `truth`."""
+"""Shared pieces of the synthetic dictionary datasets (`correlated`, `tree`, `superposition`):
+x = z·D + noise with a known unit-norm dictionary D and known non-negative codes z, both kept in
+`truth`."""
 import numpy as np
 import torch
 
@@ -23,6 +24,11 @@ def mixed_atoms(shared: np.ndarray, private: np.ndarray, cosine: float) -> np.nd
     """sqrt(c)·shared + sqrt(1-c)·private: with shared ⟂ private, all unit norm, two atoms that
     share `shared` have cosine exactly c."""
     return np.sqrt(cosine) * shared + np.sqrt(1.0 - cosine) * private
+
+
+def check_group_size(n_atoms: int, group_size: int, what: str) -> None:
+    if n_atoms % group_size:
+        raise UserError(f"{what}: n_atoms ({n_atoms}) must be a multiple of group_size ({group_size})")
 
 
 def check_cosine(value: float, what: str) -> None:

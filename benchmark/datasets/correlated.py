@@ -18,7 +18,8 @@ truth: dictionary (n_atoms, dim), train_codes / test_codes (N, n_atoms), groups 
 import numpy as np
 import torch
 
-from benchmark.datasets._synthetic import check_cosine, dictionary_dataset, magnitudes, mixed_atoms, orthonormal_rows
+from benchmark.datasets._synthetic import (check_cosine, check_group_size, dictionary_dataset, magnitudes, mixed_atoms,
+                                          orthonormal_rows)
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -52,8 +53,7 @@ def cooccurring_supports(n: int, groups: np.ndarray, k: int, cooccur: float, rng
 def build(name, *, data_root=None, download=False, rho=0.0, n_atoms=32, dim=48, group_size=4, k=4,
           cooccur=0.5, noise=0.02, n_train=4000, n_test=1000, seed=0):
     check_cosine(rho, "correlated: rho")
-    if n_atoms % group_size:
-        raise UserError(f"correlated: n_atoms ({n_atoms}) must be a multiple of group_size ({group_size})")
+    check_group_size(n_atoms, group_size, "correlated")
     if not 1 <= k <= n_atoms:
         raise UserError(f"correlated: k must be between 1 and n_atoms ({n_atoms}), got {k}")
     rng = np.random.default_rng(seed)

@@ -4,8 +4,9 @@
 Pixels 0..255 become [0, 1]; images are (N, 1, 28, 28), or (N, 1, size, size) with `size`:
 area-resampled (torch's antialiased bilinear), so that the default preset can afford every
 variant, conv's included (its H and W must be multiples of 4), at K ≥ the input dimension; the
-paper preset keeps 28×28. The train/test split is seeded by `seed`. truth keeps the digit labels of each split, and `probing` (one binary attribute per
-digit, "is it a d?") for `sparse_probing`.
+paper preset keeps 28×28. The train/test split is seeded by `seed`. truth keeps the digit
+labels of each split, and `probing` (one binary attribute per digit, "is it a d?") for
+`sparse_probing`.
 """
 import functools
 
@@ -52,5 +53,7 @@ def build(name, *, data_root=None, download=False, test_fraction=0.2, size=SIDE,
         # groups are image indices: each image is its own group
         "probing": {"train_groups": train_idx, "test_groups": test_idx, "labels": digit_attributes(labels)},
     }
-    return Dataset(name, images[train_idx], images[test_idx],
-                   dict(kind="mnist5k", test_fraction=test_fraction, seed=seed, **({"size": size} if size != SIDE else {})), truth=truth)
+    config = dict(kind="mnist5k", test_fraction=test_fraction, seed=seed)
+    if size != SIDE:  # the full-size config (and so its cache keys) stays as it was
+        config["size"] = size
+    return Dataset(name, images[train_idx], images[test_idx], config, truth=truth)

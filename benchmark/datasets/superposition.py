@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmark.data import Dataset
-from benchmark.datasets._synthetic import CODE_RANGE, check_cosine
+from benchmark.datasets._synthetic import CODE_RANGE, check_cosine, check_group_size
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -92,8 +92,7 @@ def max_cross_group_cosine(dictionary: np.ndarray, groups: np.ndarray, chunk: in
 def build(name, *, data_root=None, download=False, n_atoms=512, dim=128, group_size=4, rho=0.3, k=8,
           cooccur=0.5, noise=0.02, n_train=8000, n_test=1000, seed=0):
     check_cosine(rho, "superposition: rho")
-    if n_atoms % group_size:
-        raise UserError(f"superposition: n_atoms ({n_atoms}) must be a multiple of group_size ({group_size})")
+    check_group_size(n_atoms, group_size, "superposition")
     if dim <= group_size:
         raise UserError(f"superposition: dim ({dim}) must exceed group_size ({group_size})")
     if not 1 <= k <= n_atoms // 2:

@@ -16,6 +16,7 @@ from benchmark.cli import main
 from benchmark.config import load_preset
 from benchmark.isolation import Job, run_jobs
 from benchmark.runner import RunOptions, Runner
+from tests.benchmark._processes import is_dead
 from tests.benchmark._submissions import broken, run, values, write_preset
 
 
@@ -92,14 +93,6 @@ def send_pid_and_sleep(conn):
 def parent_of_a_sleeper(conn):
     torch.set_num_threads(1)  # a forked child of pytest: keep it off OpenMP's pool
     list(run_jobs([Job(0, send_pid_and_sleep, (conn,))], timeout=60, method="fork"))
-
-
-def is_dead(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in {"Z", "X"}  # a zombie has ended; only its exit status waits to be read
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux only (prctl, /proc)")

@@ -22,6 +22,7 @@ from benchmark.data import Dataset
 from benchmark.errors import UserError
 from benchmark.isolation import Job, run_in_process
 from benchmark.results import COLUMNS, read_results
+from tests.benchmark._processes import is_dead
 from tests.benchmark._submissions import broken, run, write_preset
 
 ray = pytest.importorskip("ray")
@@ -77,14 +78,6 @@ def unpicklable():
 def hang(pid_file):
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(600)
-
-
-def is_dead(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in {"Z", "X"}  # a zombie has ended; only its exit status waits to be read
 
 
 def outcomes(jobs, **kw):
