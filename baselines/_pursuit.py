@@ -14,23 +14,45 @@ Backward of one step, c' = c - a·G[s] with a = relu(c[s]), given dL/dc' and dL/
     dL/da   += -<dL/dc', G[s]>
     dL/dG[s] += -a · dL/dc'
     dL/dc    = dL/dc' + e_s · dL/da · 1[a > 0]
+
+A stacked MP (benchmark/stacking.py) pursues all its models at once, every tensor with a
+leading model axis, for the largest k's steps; a model's steps past its own k get coefficient 0.
 """
 import torch
 from torch.autograd.function import once_differentiable
 
+from baselines._sparse import flat_rows
+from baselines._stacked import below, largest
+
+
+def _rows(table, offsets, selected):
+    """Rows `selected` (B,) of the Gram matrix, (B, K); on a stack, model m's own rows
+    selected[m] (M, B), (M, B, K), from the flattened table (`flat_rows`). Also returns the
+    row indices into the table."""
+    index = selected if offsets is None else selected + offsets
+    return table.index_select(0, index.flatten()).view(*selected.shape, table.shape[-1]), index
+
 
 class _PursuitSteps(torch.autograd.Function):
+    """Correlations (B, K) and Gram matrix (K, K), or per model (M, B, K) and (M, K, K). On a
+    stack, `active[t]` (M, 1, 1) is 1 for the models that take step t (t < their own k) and 0
+    for the others: their coefficient is 0, so the step changes nothing, and through
+    `coef > 0` neither does its backward."""
+
     @staticmethod
-    def forward(ctx, correlations, gram, k):
+    def forward(ctx, correlations, gram, steps, active):
         c = correlations.clone()  # updated in place below
-        chosen = torch.empty(c.shape[0], k, dtype=torch.long, device=c.device)
-        coefs = c.new_empty(c.shape[0], k)
-        for t in range(k):
-            selected = c.argmax(1, keepdim=True)
-            coef = c.gather(1, selected).clamp_min_(0)
-            c.sub_(gram.index_select(0, selected.squeeze(1)).mul_(coef))
-            chosen[:, t : t + 1] = selected
-            coefs[:, t : t + 1] = coef
+        chosen = torch.empty(*c.shape[:-1], steps, dtype=torch.long, device=c.device)
+        coefs = c.new_empty(*c.shape[:-1], steps)
+        table, offsets = flat_rows(gram)
+        for t in range(steps):
+            selected = c.argmax(-1, keepdim=True)
+            coef = c.gather(-1, selected).clamp_min_(0)
+            if active is not None:
+                coef.mul_(active[t])
+            c.sub_(_rows(table, offsets, selected.squeeze(-1))[0].mul_(coef))
+            chosen[..., t : t + 1] = selected
+            coefs[..., t : t + 1] = coef
         ctx.save_for_backward(gram, chosen, coefs)
         ctx.mark_non_differentiable(chosen)
         return chosen, coefs
@@ -39,22 +61,30 @@ class _PursuitSteps(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, _grad_chosen, grad_coefs):
         gram, chosen, coefs = ctx.saved_tensors
-        grad_c = grad_coefs.new_zeros(chosen.shape[0], gram.shape[0])  # dL/dc after the last step: 0
+        grad_c = grad_coefs.new_zeros(*chosen.shape[:-1], gram.shape[-1])  # dL/dc after the last step: 0
         grad_gram = torch.zeros_like(gram) if ctx.needs_input_grad[1] else None
-        for t in reversed(range(chosen.shape[1])):
-            selected, coef = chosen[:, t].contiguous(), coefs[:, t : t + 1]  # a strided index is slow
-            rows = gram.index_select(0, selected)
-            grad_coef = grad_coefs[:, t : t + 1] - (grad_c * rows).sum(1, keepdim=True)
-            if grad_gram is not None:
-                grad_gram.index_add_(0, selected, grad_c * -coef)
-            grad_c.scatter_add_(1, selected[:, None], grad_coef * (coef > 0))
-        return grad_c, grad_gram, None
+        table, offsets = flat_rows(gram)
+        grad_table = None if grad_gram is None else flat_rows(grad_gram)[0]  # a view of grad_gram
+        for t in reversed(range(chosen.shape[-1])):
+            selected, coef = chosen[..., t].contiguous(), coefs[..., t : t + 1]  # a strided index is slow
+            rows, index = _rows(table, offsets, selected)
+            grad_coef = grad_coefs[..., t : t + 1] - (grad_c * rows).sum(-1, keepdim=True)
+            if grad_table is not None:
+                grad_table.index_add_(0, index.flatten(), (grad_c * -coef).flatten(0, -2))
+            grad_c.scatter_add_(-1, selected.unsqueeze(-1), grad_coef * (coef > 0))
+        return grad_c, grad_gram, None, None
 
 
-def pursuit_steps(correlations: torch.Tensor, gram: torch.Tensor, k: int):
+def pursuit_steps(correlations: torch.Tensor, gram: torch.Tensor, k):
     """(chosen atoms (B, k) long, coefficients (B, k)) of k matching-pursuit steps, from the
-    initial correlations <x - b, d_j> (B, K) and the Gram matrix G = D·Dᵀ (K, K)."""
-    return _PursuitSteps.apply(correlations, gram, k)
+    initial correlations <x - b, d_j> (B, K) and the Gram matrix G = D·Dᵀ (K, K). On a stack
+    ((M, B, K), (M, K, K), k (M,)): the largest k steps, model m's steps from its own k on
+    choosing with coefficient 0."""
+    steps = largest(k)
+    active = below(k, correlations.new_empty(*correlations.shape[:-2], steps))  # (M, steps) or None
+    if active is not None:  # step t's (M, 1, 1) factor, one slice per step
+        active = active.t().to(correlations.dtype).view(steps, -1, 1, 1)
+    return _PursuitSteps.apply(correlations, gram, steps, active)
 
 
 class _Gram(torch.autograd.Function):
@@ -64,18 +94,18 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def forward(ctx, atoms):
         ctx.save_for_backward(atoms)
-        return atoms @ atoms.t()
+        return atoms @ atoms.mT
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (atoms,) = ctx.saved_tensors
-        return (grad + grad.t()) @ atoms
+        return (grad + grad.mT) @ atoms
 
 
 def gram_matrix(atoms: torch.Tensor) -> torch.Tensor:
-    """atoms @ atoms.T (K, K); the plain product when no gradient is recorded or when traced
-    (fvcore's FLOP count cannot see inside an autograd.Function)."""
+    """atoms @ atoms.T (K, K), or per model (M, K, K); the plain product when no gradient is
+    recorded or when traced (fvcore's FLOP count cannot see inside an autograd.Function)."""
     if torch.is_grad_enabled() and atoms.requires_grad and not torch.jit.is_tracing():
         return _Gram.apply(atoms)
-    return atoms @ atoms.t()
+    return atoms @ atoms.mT

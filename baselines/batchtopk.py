@@ -15,14 +15,22 @@ import torch
 
 from benchmark.registry import VARIANTS
 
+from baselines._stacked import below, largest, per_model
 from baselines.topk import TopKSAE, keep_topk
 
 
-def keep_batch_topk(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """ReLU of the k·B largest entries of the whole (B, n) batch, zeros elsewhere."""
-    flat = pre.flatten()
-    values, indices = flat.topk(k * pre.shape[0])
-    return torch.zeros_like(flat).scatter(0, indices, values.relu()).view_as(pre)
+def keep_batch_topk(pre: torch.Tensor, k) -> torch.Tensor:
+    """ReLU of the k·B largest entries of the whole (B, n) batch, zeros elsewhere. A stack's
+    per-model k (M,), for pre (M, B, n): each model keeps the k·B largest of its own batch (the
+    largest k's, sorted, with those past its own k·B zeroed)."""
+    flat = pre.flatten(-2)
+    batch = pre.shape[-2]
+    values, indices = flat.topk(largest(k) * batch, dim=-1)
+    values = values.relu()
+    own = below(k * batch, values)
+    if own is not None:
+        values = values * own
+    return torch.zeros_like(flat).scatter(-1, indices, values).view_as(pre)
 
 
 @VARIANTS.register("batchtopk")
@@ -39,7 +47,7 @@ class BatchTopKSAE(TopKSAE):
 
     @property
     def max_k(self) -> int:
-        return self.thresholds.numel()
+        return self.thresholds.shape[-1]  # on a stack, the largest model's (the others' padded)
 
     def set_inference_k(self, k: int) -> None:
         if not 1 <= k <= self.max_k:
@@ -48,13 +56,16 @@ class BatchTopKSAE(TopKSAE):
 
     @torch.no_grad()
     def update_thresholds(self, activations: torch.Tensor) -> None:
-        batch = activations.shape[0]
-        ranked = activations.flatten().topk(self.max_k * batch).values
-        observed = ranked[batch - 1 :: batch]  # the (j·B)-th largest, j = 1..max_k
-        if bool(self.calibrated):
+        # Per model on a stack (activations (M, B, n), thresholds (M, max_k)); a model's entries
+        # past its own max_k (padding, cut off by `unstack`) are updated too and never read.
+        batch = activations.shape[-2]
+        ranked = activations.flatten(-2).topk(self.max_k * batch, dim=-1).values
+        observed = ranked[..., batch - 1 :: batch]  # the (j·B)-th largest, j = 1..max_k
+        if bool(self.calibrated.all()):
             self.thresholds.lerp_(observed, 1 - self.threshold_decay)
-        else:  # the first batch seeds the estimate instead of averaging with zeros
-            self.thresholds.copy_(observed)
+        else:  # the first batch seeds the estimate instead of averaging with zeros (per model)
+            averaged = self.thresholds.lerp(observed, 1 - self.threshold_decay)
+            self.thresholds.copy_(torch.where(per_model(self.calibrated, observed), averaged, observed))
             self.calibrated.fill_(True)
 
     def select(self, pre: torch.Tensor) -> torch.Tensor:

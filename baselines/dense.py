@@ -15,4 +15,4 @@ class DenseSAE(ReluSAE):
     def l1_penalty(self, codes):
         # Plain L1, as Tensor-SAE's loss: with unit-norm atoms no norm weighting is needed, and
         # weighting would send a gradient through the norms that renormalisation then undoes.
-        return codes.abs().sum(1).mean()
+        return codes.abs().sum(-1).mean(-1)

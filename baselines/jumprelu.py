@@ -14,7 +14,7 @@ from torch import nn
 
 from benchmark.registry import VARIANTS
 
-from baselines._linear import LinearSAE, squared_error
+from baselines._linear import LinearSAE, over_batch
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -22,10 +22,12 @@ def rectangle(u: torch.Tensor) -> torch.Tensor:
 
 
 class JumpReLU(torch.autograd.Function):
-    """pre · H(pre - θ); d/dθ = -(θ/ε)·K((pre - θ)/ε) per element, summed over the batch."""
+    """pre · H(pre - θ); d/dθ = -(θ/ε)·K((pre - θ)/ε) per element, summed over the batch.
+    pre (B, K) with θ (K,), or per model (M, B, K) with θ (M, K)."""
 
     @staticmethod
     def forward(ctx, pre, threshold, bandwidth):
+        threshold = over_batch(threshold)
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
         return pre * (pre > threshold)
@@ -34,15 +36,16 @@ class JumpReLU(torch.autograd.Function):
     def backward(ctx, grad):
         pre, threshold = ctx.saved_tensors
         window = rectangle((pre - threshold) / ctx.bandwidth)
-        grad_threshold = (-(threshold / ctx.bandwidth) * window * grad).sum(0)
+        grad_threshold = (-(threshold / ctx.bandwidth) * window * grad).sum(-2)  # over the batch
         return grad * (pre > threshold), grad_threshold, None
 
 
 class Step(torch.autograd.Function):
-    """H(pre - θ); d/dθ = -(1/ε)·K((pre - θ)/ε), and no gradient to pre."""
+    """H(pre - θ); d/dθ = -(1/ε)·K((pre - θ)/ε), and no gradient to pre. Shapes as JumpReLU's."""
 
     @staticmethod
     def forward(ctx, pre, threshold, bandwidth):
+        threshold = over_batch(threshold)
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
         return (pre > threshold).to(pre.dtype)
@@ -51,11 +54,13 @@ class Step(torch.autograd.Function):
     def backward(ctx, grad):
         pre, threshold = ctx.saved_tensors
         window = rectangle((pre - threshold) / ctx.bandwidth)
-        return torch.zeros_like(pre), (-(1 / ctx.bandwidth) * window * grad).sum(0), None
+        return torch.zeros_like(pre), (-(1 / ctx.bandwidth) * window * grad).sum(-2), None
 
 
 @VARIANTS.register("jumprelu")
 class JumpReLUSAE(LinearSAE):
+    stackable_hparams = frozenset({"l0_coeff"})
+
     def __init__(self, input_shape, n_latents, l0_coeff: float = 0.2, bandwidth: float = 0.05,
                  threshold_init: float = 0.1, threshold_lr_mult: float = 1.0):
         super().__init__(input_shape, n_latents)
@@ -90,9 +95,9 @@ class JumpReLUSAE(LinearSAE):
         self._last_pre = None  # hold no autograd graph beyond the step (and keep the model copyable)
         if cached_x is not x:  # loss called on a batch encode did not just see
             pre = self.activations(x)
-        return Step.apply(pre, self.threshold, self.bandwidth).sum(1).mean()
+        return Step.apply(pre, self.threshold, self.bandwidth).sum(-1).mean(-1)
 
     def loss(self, x, x_hat, codes):
-        mse = squared_error(x, x_hat)
+        mse = self.squared_error(x, x_hat)
         l0 = self.l0(x)
         return mse + self.l0_coeff * l0, {"mse": mse.detach(), "l0": l0.detach()}

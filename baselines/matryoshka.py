@@ -10,7 +10,7 @@ import torch
 
 from benchmark.registry import VARIANTS
 
-from baselines._linear import squared_error
+from baselines._linear import over_batch
 from baselines.batchtopk import BatchTopKSAE
 from baselines.topk import keep_topk
 
@@ -43,19 +43,20 @@ class MatryoshkaSAE(BatchTopKSAE):
         return super().select(pre)
 
     def prefix_losses(self, x, x_hat, codes) -> list[torch.Tensor]:
-        """Squared error of each prefix's reconstruction; the last one is the full x_hat's."""
-        target = x.flatten(1) - self.b_dec
+        """Squared error of each prefix's reconstruction; the last one is the full x_hat's
+        (each per model on a stack)."""
+        target = self.features(x) - over_batch(self.b_dec)
         partial = torch.zeros_like(target)
         losses, start = [], 0
         for end in self.prefix_ends[:-1]:
-            partial = partial + codes[:, start:end] @ self.W_dec[start:end]
-            losses.append((target - partial).pow(2).sum(1).mean())
+            partial = partial + codes[..., start:end] @ self.W_dec[..., start:end, :]
+            losses.append((target - partial).pow(2).sum(-1).mean(-1))
             start = end
-        return losses + [squared_error(x, x_hat)]
+        return losses + [self.squared_error(x, x_hat)]
 
     def loss(self, x, x_hat, codes):
         losses = self.prefix_losses(x, x_hat, codes)
-        aux = self.aux_loss(x, x_hat) if self.training else losses[-1].new_zeros(())
+        aux = self.aux_loss(x, x_hat) if self.training else torch.zeros_like(losses[-1])
         logs = {f"mse_prefix{end}": value.detach() for end, value in zip(self.prefix_ends, losses)}
         logs.update(mse=losses[-1].detach(), aux=aux.detach())
-        return torch.stack(losses).sum() + self.aux_coeff * aux, logs
+        return torch.stack(losses).sum(0) + self.aux_coeff * aux, logs

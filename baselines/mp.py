@@ -20,14 +20,16 @@ from torch import nn
 
 from benchmark.registry import VARIANTS
 
-from baselines._linear import DictionarySAE, centered_linear, squared_error
+from baselines._linear import DictionarySAE, centered_linear
 from baselines._pursuit import gram_matrix, pursuit_steps
-from baselines._sparse import decode_rows, row_sparse_codes
+from baselines._sparse import row_sparse_codes
 
 
 @VARIANTS.register("mp")
 class MatchingPursuitSAE(DictionarySAE):
     """No encoder weights: the unit-norm dictionary (renormalised after every step) is pursued."""
+
+    stackable_hparams = frozenset({"k"})
 
     def __init__(self, input_shape, n_latents, k: int = 32):
         super().__init__(input_shape, n_latents)
@@ -41,11 +43,11 @@ class MatchingPursuitSAE(DictionarySAE):
     def dictionary(self) -> torch.Tensor:
         """Unit-norm atoms, normalised in the forward pass too: MP's guarantee needs them exact
         between the optimiser step and `after_step`, and gradients then see the constraint."""
-        return nn.functional.normalize(self.W_dec, dim=1)
+        return nn.functional.normalize(self.W_dec, dim=-1)
 
     def encode(self, x):
         atoms = self.dictionary()
-        correlations = centered_linear(x.flatten(1), self.b_dec, atoms.t())  # (B, K): <r_0, d_j>
+        correlations = centered_linear(self.features(x), self.b_dec, atoms.mT)  # (B, K): <r_0, d_j>
         # The k steps, c <- c - coef·G[selected], with a hand-written backward (baselines/_pursuit.py).
         chosen, coefs = pursuit_steps(correlations, gram_matrix(atoms), self.k)
         # An atom selected twice accumulates its coefficients (scatter_add); the codes carry
@@ -53,8 +55,8 @@ class MatchingPursuitSAE(DictionarySAE):
         return row_sparse_codes(chosen, coefs, self.n_latents)
 
     def decode(self, codes):
-        return (decode_rows(codes, self.dictionary()) + self.b_dec).view(-1, *self.input_shape)
+        return self.decode_with(codes, self.dictionary())
 
     def loss(self, x, x_hat, codes):
-        mse = squared_error(x, x_hat)
+        mse = self.squared_error(x, x_hat)
         return mse, {"mse": mse.detach()}

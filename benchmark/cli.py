@@ -9,16 +9,7 @@ from benchmark.registry import DATASETS, TASKS, VARIANTS
 from benchmark.perf import add_perf
 from benchmark.compare import add_compare
 from benchmark.interop.commands import add_eval, add_export, print_foreign
-
-DEFAULT_OUT = Path("results")
-
-
-def leaderboard_path(out_dir: Path, explicit: Path | None) -> Path:
-    """leaderboard.md beside results/ for the published run; inside --out for any other."""
-    if explicit is not None:
-        return explicit
-    return Path("leaderboard.md") if Path(out_dir) == DEFAULT_OUT else Path(out_dir) / "leaderboard.md"
-
+from benchmark.reporting import DEFAULT_OUT, leaderboard_path, run_and_report
 
 def positive_float(text: str) -> float:
     value = float(text)
@@ -41,6 +32,8 @@ def add_run(sub):
     p.add_argument("--task", nargs="+", metavar="NAME", help="task name(s) (default: all of the preset)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(preset_names())}, or a path to a YAML file (default: default)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: the preset's)")
+    p.add_argument("--dataset", nargs="+", metavar="NAME", help="only these datasets of the selected tasks "
+                   "(default: every dataset the tasks list)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
     p.add_argument("--data-root", type=Path, help="where downloadable datasets (cifar10, mnist) live (default: ./data)")
     p.add_argument("--download", action="store_true", help="download missing datasets into --data-root")
@@ -58,42 +51,33 @@ def add_run(sub):
                    "random-dict, block-basis), which otherwise run beside the variants")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run: local child "
                    "processes (default), or Ray tasks on this machine or a cluster (pip install -e '.[ray]')")
+    p.add_argument("--no-stack", action="store_true", help="train every model alone instead of each sweep of a "
+                   "stackable variant as one stacked model (same results within float rounding; slower)")
+    p.add_argument("--no-budget-check", action="store_true", help="skip the re-training of each task's headline at "
+                   "the preset's longer budget (results-2x.csv; the leaderboard then says no check was made)")
     p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster's HOST:PORT (printed "
                    "by `ray start --head`) or 'auto' (default: start a local Ray instance)")
     p.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args) -> int:
-    from benchmark.runner import RunOptions, Runner
+    from benchmark.runner import RunOptions, Runner, budget_check_options
 
     if not (args.all or args.variant or args.task):
         raise UserError("say what to run: --all, or --variant NAME and/or --task NAME")
     preset = load_preset(args.preset)
-    options = RunOptions(preset=preset, variants=args.variant, tasks=args.task, seeds=args.seeds,
+    options = RunOptions(preset=preset, variants=args.variant, tasks=args.task, seeds=args.seeds, datasets=args.dataset,
                          device=args.device, out_dir=args.out, data_root=args.data_root,
                          download=args.download, force=args.force, progress=not args.no_progress,
                          variant_config=args.config, cell_timeout=args.cell_timeout,
                          isolate=not args.in_process, jobs=args.jobs, executor=args.executor,
-                         controls=not args.no_controls,
+                         controls=not args.no_controls, stack=not args.no_stack,
                          ray_address=args.ray_address)
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address needs --executor ray")
-    return run_and_report(Runner(options), leaderboard_path(args.out, args.leaderboard))
-
-
-def run_and_report(runner, leaderboard: Path) -> int:
-    """Run the grid, regenerate the leaderboard, print the counts and every failed cell; the
-    exit code is 1 when any cell errored (`run` and `eval` alike)."""
-    from benchmark.leaderboard import write_leaderboard
-
-    summary = runner.run()
-    board = write_leaderboard(runner.results.path, leaderboard, runner.out_dir / "plots")
-    c = summary.counts
-    print(f"{c['ok']} metrics ok, {c['skipped']} skipped, {c['error']} errors, "
-          f"{c['resumed']} task cells already finished; results in {runner.results.path}, leaderboard in {board}")
-    for line in summary.errors:
-        print(f"error: {line}", file=sys.stderr)
-    return 1 if summary.errors else 0
+    budget = None if args.no_budget_check else budget_check_options(options)
+    return run_and_report(Runner(options), leaderboard_path(args.out, args.leaderboard),
+                          Runner(budget) if budget is not None else None)
 
 
 # ----- list -----

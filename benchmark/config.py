@@ -36,13 +36,16 @@ import yaml
 
 from benchmark.errors import UserError
 from benchmark.registry import CONTROLS, TASKS, VARIANTS
-from benchmark.training import TrainConfig
+from benchmark.training import MIN_PLATEAU_STEPS, SCHEDULES, TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants",
-                  "cell_timeout", "comparison", "controls"}
+                  "cell_timeout", "comparison", "controls", "budget_check"}
+BUDGET_CHECK_KEYS = {"length", "seeds"}
 HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0", "seeds"}
-TRAIN_KEYS = {"epochs", "batch_size", "lr"}
+TRAIN_KEYS = {"epochs", "batch_size", "lr", "max_steps", "min_steps", "check_every", "schedule",
+              "decay_fraction", "stream"}
+REQUIRED_TRAIN_KEYS = {"batch_size", "lr"}  # and a cap: epochs or max_steps
 COMPARISON_KEYS = {"l0_targets", "headline_l0"}
 DEFAULT_COMPARISON = {"l0_targets": [8, 16, 32], "headline_l0": 16}
 HARNESS_VARIANT_KEYS = {"train", "sweep", "match_params_of"}
@@ -69,6 +72,7 @@ class Preset:
     cell_timeout: float | None = None  # None: the runner's default
     comparison: dict = None  # l0_targets, headline_l0
     controls: dict = None  # control name -> its parameters
+    budget_check: dict | None = None  # {length: 2, seeds: 1}: headlines re-trained longer; None: none
 
     def __post_init__(self):
         self.comparison = dict(DEFAULT_COMPARISON, **(self.comparison or {}))
@@ -120,12 +124,21 @@ class Preset:
     def headline_l0(self, dataset: str) -> float:
         return float(self.datasets[dataset].get("headline_l0", self.comparison["headline_l0"]))
 
-    def train_config(self, variant: str, dataset: str) -> TrainConfig:
+    def train_settings(self, variant: str, dataset: str) -> dict:
+        """The merged `train` mapping: preset, then dataset, then variant entries; the most
+        specific cap wins (an entry's `epochs` replaces an inherited `max_steps`, and back)."""
         merged = dict(self.train)
-        merged.update(self.datasets[dataset].get("train", {}) or {})
-        for entry in self._variant_entries(variant, dataset):
-            merged.update(entry.get("train", {}) or {})
-        return TrainConfig(int(merged["epochs"]), int(merged["batch_size"]), float(merged["lr"]))
+        entries = [self.datasets[dataset].get("train")] + [e.get("train") for e in self._variant_entries(variant, dataset)]
+        for entry in filter(None, entries):
+            if {"epochs", "max_steps"} & set(entry):
+                merged.pop("epochs", None)
+                merged.pop("max_steps", None)
+            merged.update(entry)
+        return merged
+
+    def train_config(self, variant: str, dataset: str, length: float = 1.0) -> TrainConfig:
+        merged = self.train_settings(variant, dataset)
+        return TrainConfig(length=length, **merged)
 
 
 def preset_names() -> list[str]:
@@ -139,6 +152,21 @@ def _fail(source: str, why: str):
 def _check_train(source: str, where: str, train) -> None:
     if not isinstance(train, dict) or set(train) - TRAIN_KEYS:
         _fail(source, f"{where} 'train' must be a mapping with keys among {sorted(TRAIN_KEYS)}")
+    for key in ("epochs", "max_steps", "min_steps", "check_every", "batch_size"):
+        value = train.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            _fail(source, f"{where} train '{key}' must be a positive integer, got {value!r}")
+    cap = train.get("max_steps")
+    if cap is not None and cap < max(MIN_PLATEAU_STEPS, train.get("min_steps", TrainConfig.min_steps)):
+        _fail(source, f"{where} train 'max_steps' ({cap}) is below what the plateau criterion needs "
+                      f"(min_steps {train.get('min_steps', TrainConfig.min_steps)}, and at least {MIN_PLATEAU_STEPS})")
+    if "schedule" in train and train["schedule"] not in SCHEDULES:
+        _fail(source, f"{where} train 'schedule' must be one of {list(SCHEDULES)}, got {train['schedule']!r}")
+    fraction = train.get("decay_fraction")
+    if fraction is not None and (not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1):
+        _fail(source, f"{where} train 'decay_fraction' must be between 0 and 1, got {fraction!r}")
+    if "stream" in train and not isinstance(train["stream"], bool):
+        _fail(source, f"{where} train 'stream' must be true or false, got {train['stream']!r}")
 
 
 def _check_targets(source: str, where: str, entry: dict) -> None:
@@ -207,8 +235,8 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         _fail(source, "'seeds' must be a non-empty list of integers")
     train = raw.get("train") or {}
     _check_train(source, "top-level", train)
-    if set(train) != TRAIN_KEYS:
-        _fail(source, f"'train' must set all of {sorted(TRAIN_KEYS)}")
+    if REQUIRED_TRAIN_KEYS - set(train) or not {"epochs", "max_steps"} & set(train):
+        _fail(source, f"'train' must set {sorted(REQUIRED_TRAIN_KEYS)} and a cap, 'epochs' or 'max_steps'")
     datasets, tasks, variants = (_mapping(source, raw, k) for k in ("datasets", "tasks", "variants"))
     for dataset, entry in datasets.items():
         _check_train(source, f"dataset {dataset!r}", entry.get("train", {}) or {})
@@ -235,6 +263,11 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         missing = [d for d in listed if d not in datasets]
         if missing:
             _fail(source, f"task {task!r} names dataset(s) {missing} not defined under 'datasets'")
+    budget = raw.get("budget_check")
+    if budget is not None and (not isinstance(budget, dict) or set(budget) - BUDGET_CHECK_KEYS
+                               or not isinstance(budget.get("length", 2), (int, float)) or budget.get("length", 2) <= 1
+                               or not isinstance(budget.get("seeds", 1), int) or budget.get("seeds", 1) < 1):
+        _fail(source, "'budget_check' must be a mapping {length: a number > 1, seeds: a positive integer}")
     cell_timeout = raw.get("cell_timeout")
     if cell_timeout is not None and (not isinstance(cell_timeout, (int, float)) or cell_timeout <= 0):
         _fail(source, "'cell_timeout' must be a positive number of seconds")
@@ -253,6 +286,8 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         cell_timeout=cell_timeout,
         comparison=comparison,
         controls=controls,
+        budget_check=None if budget is None else {"length": float(budget.get("length", 2)),
+                                                  "seeds": int(budget.get("seeds", 1))},
     )
 
 

@@ -1,7 +1,28 @@
 """The dataset container shared by builders, the trainer and the tasks (SPEC section 3)."""
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
+
+
+class Stream:
+    """Fresh training samples for as long as training runs (SPEC section 3), for a dataset that
+    can make more: new crops of the seed's training photographs, new codes on the known
+    dictionary. Training then counts samples seen, never epochs, and no sample repeats while
+    the source has unseen ones (`population` says how many distinct samples there are; None:
+    unbounded, e.g. continuous random codes). Memory does not grow with the steps drawn.
+
+    `batches(batch_size)` starts the same seeded sequence on every call (every model trained on
+    the dataset sees the same batches, which is what lets a stack share them): an endless
+    iterator of (x, concepts) on the CPU, x float32 shaped like the dataset's samples, concepts
+    a (B, n_factors) long tensor or None. A stream must be picklable (it crosses to child
+    processes) and is never touched by the test split, which stays fixed and disjoint.
+    """
+
+    population: int | None = None
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -20,6 +41,10 @@ class Dataset:
     train_concepts: torch.Tensor | None = None  # (N, n_factors) long, when the data has concepts
     test_concepts: torch.Tensor | None = None
     truth: dict = field(default_factory=dict)
+    # Fresh training samples from the seed (None: a finite dataset, trained in epochs over
+    # `train`). With a stream, `train` is the stream's first samples: the pool that statistics
+    # (whitening, controls, `init_from_data`) are fitted on.
+    stream: Stream | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ class Job:
     key: Any  # anything the caller needs to recognise the outcome
     fn: Callable  # module-level (picklable) under 'spawn'
     args: tuple
+    cells: int = 1  # grid cells the job holds (a stacked sweep holds several): its time limit scales
 
 
 @dataclass
@@ -111,7 +112,7 @@ class _Running:
         self.timeout = timeout
         self.conn, child_conn = context.Pipe(duplex=False)
         self.process = context.Process(target=_child_main, args=(child_conn, job.fn, job.args, os.getpid()),
-                                       name=f"cell-{job.key}")
+                                       name="cell")
         self.process.start()
         child_conn.close()  # the child holds the only writer: EOF here means it is gone
         self.deadline = time.monotonic() + timeout
@@ -147,7 +148,7 @@ def run_jobs(jobs: Iterable[Job], *, timeout: float, method: str, parallel: int 
                 job = next(pending, None)
                 if job is None:
                     break
-                running.append(_Running(job, context, timeout))
+                running.append(_Running(job, context, timeout * job.cells))
             if not running:
                 return
             wait([r.conn for r in running], timeout=max(0.0, min(r.deadline for r in running) - time.monotonic()))

@@ -6,12 +6,19 @@ tasks), then per task and dataset the metric-against-L0 frontier of the headline
 table at every target L0. Unconverged models (†), targets a sweep does not reach (n/r), variants
 that beat every control beyond noise (✓) and comparisons that separate no variants beyond noise
 are marked wherever they appear.
+
+When the run also wrote `results-2x.csv` beside `results.csv` (each task's headline comparison
+re-trained at 2x the training length), the summary says per headline whether its verdict holds
+at twice the training, and a "Budget check (2x training)" section tabulates both budgets
+(benchmark/budget_check.py). Those rows are kept in their own frame (`budget_results`) and enter
+no other table, figure or the convergence section.
 """
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from benchmark import budget_check
 from benchmark.config import DEFAULT_COMPARISON, load_preset
 from benchmark.errors import UserError
 from benchmark.matched import (Entry, beats_controls, discriminates, matched_entries, noise_ranks,
@@ -74,10 +81,27 @@ def best_of(entries: list[Entry], higher: bool) -> set[str]:
     return {e.variant for e in reached if e.mean == best}
 
 
+def budget_path(results_path: Path) -> Path:
+    """The 2x-training results beside a results file: results.csv -> results-2x.csv."""
+    results_path = Path(results_path)
+    return results_path.with_name(f"{results_path.stem}-2x{results_path.suffix}")
+
+
 class Leaderboard:
-    def __init__(self, results: pd.DataFrame, preset: str, output: Path, plot_dir: Path):
+    def __init__(self, results: pd.DataFrame, preset: str, output: Path, plot_dir: Path,
+                 budget_results: pd.DataFrame | None = None):
         self.all_results = results[results["preset"] == preset]
         self.results = latest_runs(newest_suite(self.all_results))
+        # The 2x-training rows (None: the run wrote no 2x file): same preset, the suite version
+        # shown, each cell's latest run. Only the budget check reads them.
+        self.budget_results = None
+        if budget_results is not None:
+            shown = set(self.results["suite_version"].astype(str))
+            kept = budget_results[(budget_results["preset"] == preset)
+                                  & budget_results["suite_version"].astype(str).isin(shown)]
+            self.budget_results = latest_runs(kept)
+        self._budget_checks = None
+        self._headlines = None
         self.preset_name = preset
         self.output = output
         self.plot_dir = plot_dir
@@ -111,9 +135,12 @@ class Leaderboard:
         r = self.results
         return r[(r["task"] == task) & (r["dataset"] == dataset) & (r["status"] != "ok")]
 
-    # ----- sections -----
-    def summary(self) -> str:
-        columns, notes = [], []
+    def headlines(self) -> list:
+        """(task, headline dataset, headline L0, higher_is_better, entries) of every task with
+        entries: the summary's columns."""
+        if self._headlines is not None:
+            return self._headlines
+        out = []
         for task in self.tasks():
             datasets = self.task_datasets(task.name)
             if not datasets:
@@ -122,8 +149,38 @@ class Leaderboard:
             target = self.headline_l0(dataset)
             higher = task.metrics[task.headline]
             entries = matched_entries(self.results, task.name, dataset, task.headline, target)
-            if not entries:
-                continue
+            if entries:
+                out.append((task, dataset, target, higher, entries))
+        self._headlines = out
+        return out
+
+    def budget_checks(self) -> dict[str, budget_check.BudgetCheck]:
+        """{task name: its headline's 1x-against-2x check}."""
+        if self._budget_checks is None:
+            self._budget_checks = {
+                task.name: budget_check.check_headline(self.results, self.budget_results, task.name, dataset,
+                                                       task.headline, target, higher)
+                for task, dataset, target, higher, _ in self.headlines()}
+        return self._budget_checks
+
+    def budget_note(self, task: str) -> str:
+        check = self.budget_checks().get(task)
+        if check is None or not check.checked:
+            return budget_check.NO_CHECK
+        details = []
+        if len(check.seeds) < len(check.seeds_1x):
+            details.append(("seed " if len(check.seeds) == 1 else "seeds ") + ", ".join(check.seeds))
+        if check.sigma_2x_from_1x:
+            details.append("2x σ taken from 1x: one seed at 2x")
+        suffix = f" ({'; '.join(details)})" if details else ""
+        if check.stable:
+            return budget_check.STABLE + suffix
+        return f"**{budget_check.NOT_STABLE}:** {'; '.join(check.changes)}{suffix}"
+
+    # ----- sections -----
+    def summary(self) -> str:
+        columns, notes = [], []
+        for task, dataset, target, higher, entries in self.headlines():
             columns.append((task, dataset, target, higher, entries))
             sigma = pooled_std(entries)
             verdict = "separates variants beyond noise" if discriminates(entries, higher) else \
@@ -132,7 +189,8 @@ class Leaderboard:
             winner = best_of(entries, higher)
             won_by_control = bool(winner) and all(v in {c.variant for c in control} for v in winner)
             notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): 2σ = {2 * sigma:.3g}; {verdict}"
-                         + ("; **a control is best**" if won_by_control else ""))
+                         + ("; **a control is best**" if won_by_control else "")
+                         + "; " + self.budget_note(task.name))
         names = []
         for *_, entries in columns:
             names += [display_name(e) for e in entries if display_name(e) not in names]
@@ -160,6 +218,37 @@ class Leaderboard:
                   f"{BEATS}: better than the best control beyond noise. {NOT_REACHED}: the sweep does not reach this "
                   f"L0. {UNCONVERGED}: read from a model whose training did not converge. Best in bold.")
         return "## Summary at the headline L0\n\n" + legend + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(notes)
+
+    def budget_section(self) -> str:
+        title = "## Budget check (2x training)\n\n"
+        if self.budget_results is None:
+            return title + (f"No `results-2x.csv` beside the results: {budget_check.NO_CHECK} (each task's headline "
+                            "comparison re-trained at 2x the training length).")
+        legend = ("Each task's headline comparison re-trained at 2x the training length (`results-2x.csv`), "
+                  "against the same comparison at 1x; these rows enter no other table or figure. Both budgets are "
+                  "read on the seeds the two runs share (the 1x column equals the summary when 2x has every seed); "
+                  "each side's σ is its own pooled seed std, or the full 1x comparison's when it has one seed. "
+                  f"Tied first: rank 1 within 2σ, controls included. Beats controls: {BEATS} at that budget. "
+                  "Kendall τ (τ-b) of the 1x and 2x means, over the variants and controls reached at both (how "
+                  "many in brackets). Stable: the tied-first and beats-controls sets are the same at both budgets.")
+        rows = []
+        for task, dataset, target, _, _ in self.headlines():
+            check = self.budget_checks()[task.name]
+            if not check.checked:
+                rows.append([f"`{task.name}`", dataset, f"{target:g}", *["—"] * 6, budget_check.NO_CHECK])
+                continue
+            kinds = {**check.at_2x.kinds, **check.at_1x.kinds}
+            verdict = budget_check.STABLE if check.stable else f"**{budget_check.NOT_STABLE}:** " + \
+                "; ".join(check.changes)
+            rows.append([f"`{task.name}`", dataset, f"{target:g}",
+                         budget_check.names(check.at_1x.tied_first, kinds),
+                         budget_check.names(check.at_2x.tied_first, kinds),
+                         budget_check.names(check.at_1x.beats_controls, kinds),
+                         budget_check.names(check.at_2x.beats_controls, kinds),
+                         budget_check.tau_text(check), budget_check.seeds_text(check), verdict])
+        header = ["task", "dataset", "L0", "1x tied first", "2x tied first", "1x beats controls",
+                  "2x beats controls", "Kendall τ (entries)", "seeds at 2x", "verdict"]
+        return title + legend + "\n\n" + markdown_table(header, rows)
 
     def status_text(self, task: str, dataset: str, variant: str) -> str:
         rows = self.not_ok(task, dataset)
@@ -226,14 +315,30 @@ class Leaderboard:
         models = models.drop_duplicates(["dataset", "variant", "setting", "seed"])
         if models.empty:
             return ""
-        unconverged = models[models["converged"].astype(str) != "True"]
-        text = (f"## Convergence\n\n{len(models) - len(unconverged)} of {len(models)} trained models converged "
-                "(mean training loss of the last 10% of steps within 1% of the previous 10%'s).")
+        converged = models["converged"].astype(str) == "True"
+        unconverged = models[~converged]
+        text = (f"## Convergence\n\n{int(converged.sum())} of {len(models)} trained models converged: the "
+                "mean training loss of the last 10% of constant-rate steps within 1% of the previous 10%'s, "
+                "after a fall from the first 10%'s beyond noise, before the step cap. Per dataset (steps "
+                "include any final decay):\n\n" + self.convergence_by_dataset(models, converged))
         if unconverged.empty:
             return text
         listed = unconverged.groupby(["dataset", "variant"])["setting"].apply(lambda s: ", ".join(sorted(set(s))))
         rows = [[d, v, s] for (d, v), s in listed.items()]
-        return text + f" Unconverged ({UNCONVERGED} in the tables):\n\n" + markdown_table(["dataset", "variant", "settings"], rows)
+        return text + f"\n\nUnconverged ({UNCONVERGED} in the tables):\n\n" + markdown_table(["dataset", "variant", "settings"], rows)
+
+    @staticmethod
+    def convergence_by_dataset(models: pd.DataFrame, converged: pd.Series) -> str:
+        steps = pd.to_numeric(models["steps"], errors="coerce")
+        caps = pd.to_numeric(models["step_cap"], errors="coerce")
+        rows = []
+        for dataset in sorted(set(models["dataset"])):
+            mask = models["dataset"] == dataset
+            cap = caps[mask].dropna()
+            rows.append([dataset, f"{int(converged[mask].sum())} / {int(mask.sum())}",
+                         f"{converged[mask].mean():.0%}", f"{steps[mask].median():.0f}",
+                         f"{cap.min():.0f}" if cap.nunique() == 1 else (f"{cap.min():.0f}-{cap.max():.0f}" if len(cap) else "")])
+        return markdown_table(["dataset", "converged", "share", "median steps", "step cap"], rows)
 
     def footer(self) -> str:
         r = self.results
@@ -249,7 +354,8 @@ class Leaderboard:
     def render(self) -> str:
         head = (f"# SAE benchmark leaderboard\n\nPreset `{self.preset_name}`"
                 + (f": {self.preset.description}" if self.preset else "") + "\n")
-        sections = [head, self.summary(), *(self.task_section(t) for t in self.tasks()), self.convergence(), self.footer()]
+        sections = [head, self.summary(), self.budget_section(), *(self.task_section(t) for t in self.tasks()),
+                    self.convergence(), self.footer()]
         return "\n\n".join(s for s in sections if s) + "\n"
 
 
@@ -257,7 +363,9 @@ def write_leaderboard(results_path: Path, output: Path, plot_dir: Path, preset: 
     results = read_results(results_path)
     if results.empty:
         raise UserError(f"no results in {results_path}: run `python -m benchmark run` first")
-    board = Leaderboard(results, choose_preset(results, preset), Path(output), Path(plot_dir))
+    two_x = budget_path(results_path)
+    budget_results = read_results(two_x) if two_x.exists() else None
+    board = Leaderboard(results, choose_preset(results, preset), Path(output), Path(plot_dir), budget_results)
     text = board.render()
     tmp = Path(output).with_suffix(".md.tmp")
     tmp.write_text(text)

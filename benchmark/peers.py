@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from benchmark.registry import VARIANTS
+from benchmark.timing import timed
 from benchmark.training import training_step
 
 
@@ -99,7 +100,6 @@ def code_agreement(a: torch.Tensor, b: torch.Tensor) -> dict:
 def interleaved_times(fns: dict, repeats: int, device) -> dict:
     """Wall seconds of each call, the callables interleaved round by round so that a change in
     the machine's load hits them alike."""
-    from benchmark.perf import timed
 
     times = {name: [] for name in fns}
     for _ in range(repeats):

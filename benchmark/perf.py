@@ -16,8 +16,6 @@ Noise: other processes may share the machine, so absolute speeds drift from minu
 Each timed step is therefore interleaved with a peak measurement, and both figures are the best
 of the repeats (the least disturbed run); the fraction of peak is their ratio.
 """
-import platform
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +25,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.registry import VARIANTS
+from benchmark.peers import run_peer_comparison
+from benchmark.perf_stacked import run_stack_comparison, stackable_variants
+from benchmark.timing import build_variant, device_name, synchronize, timed  # noqa: F401 (re-exported)
 from benchmark.training import training_step
 
 PERF_COLUMNS = ["variant", "device", "batch", "n_latents", "input_shape", "samples_per_s", "gflops",
@@ -70,20 +71,6 @@ def gflops(flops: float, seconds: float) -> float:
 
 
 # ----- timing -----
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device) -> float:
-    """Wall seconds of one call, the device's queue drained before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 class MatmulPeak:
     """fp32 torch.mm of two n×n matrices: the speed the dense layers can at best reach."""
 
@@ -106,14 +93,6 @@ class MatmulPeak:
 def image_variants() -> list[str]:
     """Registered variants that can train on a bare image batch (no concept labels)."""
     return [name for name in VARIANTS.names() if set(VARIANTS.get(name).requires) <= IMAGE_CAPABILITIES]
-
-
-def build_variant(name: str, input_shape, n_latents: int, device: torch.device):
-    """The variant with its constructor defaults; n_latents rounded to its `latent_step`."""
-    cls = VARIANTS.get(name)
-    step = cls.latent_step(input_shape)
-    n_latents = max(step, round(n_latents / step) * step)
-    return cls(input_shape, n_latents).to(device)
 
 
 def step_runner(model, x: torch.Tensor, lr: float = 1e-3):
@@ -165,12 +144,6 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
-
-
 def write_csv(rows: list[PerfRow], path: Path) -> None:
     """Atomically (temporary file, then rename): a killed run never leaves a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +180,9 @@ def add_perf(sub):
     p.add_argument("--peer-encode-batch", type=int, default=1024, help="batch of the MP encode comparison (default: 1024)")
     p.add_argument("--peer-k", type=int, default=32, help="k of the peer comparison (default: 32)")
     p.add_argument("--peer-repeats", type=int, default=5, help="timed calls of each side (default: 5)")
+    p.add_argument("--stack", type=int, default=0, metavar="M", help="instead: per-model step time of each "
+                   "stackable variant alone against M models trained as one stack (writes OUT's *_stacked.csv)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's; the grid's children use 1)")
     p.add_argument("--out", type=Path, default=Path("results/perf.csv"), help="default: results/perf.csv")
     p.set_defaults(handler=cmd_perf)
 
@@ -225,6 +201,19 @@ def cmd_perf(args) -> int:
     from benchmark.errors import UserError
 
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.stack < 0 or args.stack == 1:
+        raise UserError(f"--stack needs at least 2 models, got {args.stack}")
+    if args.stack:
+        names = args.variant or stackable_variants()
+        x = torch.randn(args.batch, *args.input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+        print(f"perf --stack on {device_name(device)}, torch {torch.__version__}: batch {args.batch}, K "
+              f"{args.n_latents}, input {'x'.join(map(str, args.input_shape))}, {args.stack} models; best of "
+              f"{args.steps} (median beside)")
+        run_stack_comparison(names, x, args.n_latents, args.stack, args.steps,
+                             args.out.with_name(args.out.stem + "_stacked.csv"))
+        return 0
     names = args.variant or image_variants()
     unknown = [n for n in names if n not in VARIANTS.names()]
     if unknown:
@@ -250,7 +239,5 @@ def cmd_perf(args) -> int:
     print(format_table(rows, extras))
     print(f"wrote {args.out}")
     if args.peers:
-        from benchmark.peers import run_peer_comparison
-
         run_peer_comparison(args, x, args.out.with_name(args.out.stem + "_peers.csv"))
     return 1 if failed else 0

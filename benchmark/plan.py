@@ -20,7 +20,7 @@ from benchmark.results import content_hash
 from benchmark.submission import resolve_variant
 from benchmark.training import TrainConfig
 
-NO_TRAINING = TrainConfig(0, 1, 0.0)  # what a control's or a checkpoint's spec records
+NO_TRAINING = TrainConfig(epochs=0, batch_size=1, lr=0.0)  # what a control's or a checkpoint's spec records
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,13 @@ class ModelSpec:
 
 @functools.cache
 def training_code_digest() -> str:
-    """Hash of the code that builds and trains models (every built-in variant and control file,
-    the base classes, the training loop): part of the model-cache key only, so that after an
+    """Hash of the code that builds and trains models (every built-in variant, control and
+    dataset file, the base classes, the training loop and stacking): part of the model-cache key only, so that after an
     edit a `--force` run retrains rather than reloading weights the old code produced."""
     root = Path(__file__).resolve().parents[1]
     files = (sorted((root / "baselines").glob("*.py")) + sorted((root / "controls").glob("*.py"))
-             + [root / "benchmark" / name for name in ("training.py", "variant.py", "control.py")])
+             + sorted((root / "benchmark" / "datasets").glob("*.py"))  # a changed draw is new data
+             + [root / "benchmark" / name for name in ("training.py", "variant.py", "control.py", "stacking.py", "data.py")])
     return content_hash({f"{f.parent.name}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
 
 
@@ -74,8 +75,9 @@ def model_class(spec: str) -> type:
 class Planner:
     """Settings, model specs and config hashes of a run, from its preset and datasets."""
 
-    def __init__(self, preset: Preset, specs: dict[str, str], sources: dict[str, str]):
+    def __init__(self, preset: Preset, specs: dict[str, str], sources: dict[str, str], length: float = 1.0):
         self.preset = preset
+        self.length = length  # training-length multiplier (the budget check trains at 2)
         self.specs = specs  # results name -> spec (registered name, control, or external spec)
         self.sources = sources  # results name -> hash of an external variant's file
 
@@ -102,7 +104,7 @@ class Planner:
         if reference is not None:
             n_latents = self._matched_n_latents(cls, reference, dataset, n_latents, hparams)
         n_latents, hparams = cls.configure(dataset, n_latents, hparams)
-        train = self.preset.train_config(cell.variant, cell.dataset) if getattr(cls, "trainable", True) else NO_TRAINING
+        train = self.preset.train_config(cell.variant, cell.dataset, self.length) if getattr(cls, "trainable", True) else NO_TRAINING
         return ModelSpec(cell.variant, n_latents, hparams, train, cell.seed, dataset.config,
                          self.sources.get(cell.variant, ""))
 

@@ -283,7 +283,7 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
                 task = running[stream]
                 outcome = task.next_item(ray)
                 if outcome is None:
-                    task.deadline = time.monotonic() + timeout
+                    task.deadline = time.monotonic() + timeout * task.job.cells
                 else:
                     del running[stream]
                     yield task.job, outcome
@@ -292,7 +292,7 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
                 if task.deadline is not None and now >= task.deadline:
                     del running[stream]
                     ray.cancel(stream, force=True)
-                    yield task.job, Outcome(error=f"timed out after {timeout:g} s")
+                    yield task.job, Outcome(error=f"timed out after {timeout * task.job.cells:g} s")
     finally:
         for stream in running:
             ray.cancel(stream, force=True)

@@ -1,8 +1,9 @@
 """results.csv (SPEC section 7): long format, one row per metric, written atomically.
 
 Schema 2 adds `setting` (the sparsity setting) and `l0` (the model's achieved test L0) after
-`seed`, and `converged` and `steps` (its training) after `config_hash`. A version-1 file is
-migrated when read (see `migrate_v1`); a file of an unknown version is refused.
+`seed`, and `converged` and `steps` (its training) after `config_hash`; schema 3 adds `step_cap`
+(the cap on its constant-rate steps) after `steps`. Version-1 and version-2 files are migrated
+when read (see `migrate_v1`, `migrate_v2`); a file of an unknown version is refused.
 
 Every write rewrites the file through a temporary file and an atomic rename, under an exclusive
 lock, so a run killed at any moment (even with SIGKILL) leaves either the old or the new file,
@@ -28,7 +29,7 @@ from benchmark.errors import UserError
 COLUMNS = [
     "schema_version", "run_id", "timestamp_utc", "git_commit", "suite_version", "preset",
     "device", "torch_version", "task", "dataset", "variant", "seed", "setting", "l0", "metric", "value",
-    "higher_is_better", "status", "message", "config_hash", "converged", "steps",
+    "higher_is_better", "status", "message", "config_hash", "converged", "steps", "step_cap",
 ]
 V1_SETTING = "default"  # the one setting every version-1 model had
 FINISHED = ("ok", "skipped")  # an `error` cell is retried by the next run
@@ -79,7 +80,7 @@ class RunInfo:
 
 def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int,
               config_hash: str, setting: str = V1_SETTING, l0: float = float("nan"),
-              converged: bool | None = None, steps: int | None = None,
+              converged: bool | None = None, steps: int | None = None, step_cap: int | None = None,
               metrics: dict[str, float] | None = None, directions: dict[str, bool] | None = None,
               status: str = "ok", message: str = "") -> list[dict]:
     """One row per metric; a skipped or error cell is one row with an empty metric. `converged`
@@ -91,7 +92,7 @@ def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int
         device=info.device, torch_version=info.torch_version, task=task, dataset=dataset,
         variant=variant, seed=seed, setting=setting, l0=float(l0), status=status, message=message,
         config_hash=config_hash, converged="" if converged is None else bool(converged),
-        steps="" if steps is None else int(steps),
+        steps="" if steps is None else int(steps), step_cap="" if step_cap is None else int(step_cap),
     )
     if status != "ok":
         return [dict(common, metric="", value=float("nan"), higher_is_better="")]
@@ -114,6 +115,13 @@ def migrate_v1(frame: pd.DataFrame) -> pd.DataFrame:
     frame["setting"] = V1_SETTING
     frame["converged"] = False
     frame["steps"] = ""
+    return migrate_v2(frame)
+
+
+def migrate_v2(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema 2 -> 3: the step cap was never recorded (training ran a fixed number of epochs)."""
+    frame = frame.copy()
+    frame["step_cap"] = ""
     frame["schema_version"] = SCHEMA_VERSION
     return frame[COLUMNS]
 
@@ -146,9 +154,11 @@ def read_results(path: Path) -> pd.DataFrame:
     versions = set(pd.to_numeric(frame["schema_version"], errors="coerce"))
     if versions == {1}:
         return migrate_v1(frame)
+    if versions == {2}:
+        return migrate_v2(frame)
     if versions != {SCHEMA_VERSION} or set(COLUMNS) - set(frame.columns):
         raise UserError(f"{path} has schema version(s) {sorted(map(str, versions))}; this suite reads "
-                        f"versions 1 and {SCHEMA_VERSION}: move the file away or re-run into a new --out")
+                        f"versions 1 to {SCHEMA_VERSION}: move the file away or re-run into a new --out")
     return frame
 
 

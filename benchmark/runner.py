@@ -10,6 +10,7 @@ contract before anything is trained (benchmark/contract.py). Every row carries t
 achieved test L0, its sparsity setting, whether its training converged and its steps.
 """
 import copy
+import dataclasses
 import inspect
 import math
 import os
@@ -32,7 +33,8 @@ from benchmark.results import ResultsFile, RunInfo, make_rows
 from benchmark.submission import (canonical_spec, is_external, load_variant_config, resolve_variant,
                                   source_hash, variant_name, with_variant_config)
 from benchmark.task import NotScorable, get_task
-from benchmark.training import ModelCache, TrainedModel, train_model
+from benchmark.stacking import group_key, is_stackable
+from benchmark.training import ModelCache, TrainedModel, train_model, train_models
 
 
 @dataclass
@@ -56,6 +58,9 @@ class RunOptions:
     start_method: str | None = None  # None: 'fork' on CPU, 'spawn' on CUDA (tests force 'spawn')
     executor: str = "local"  # "local" (child processes) or "ray"
     ray_address: str | None = None  # None: start a local Ray instance
+    length: float = 1.0  # training-length multiplier (2: the budget check's re-training)
+    results_name: str = "results.csv"  # the file under out_dir (the budget check writes results-2x.csv)
+    stack: bool = True  # train each sweep of a stackable variant as one stacked model
 
 
 DEFAULT_CELL_TIMEOUT = 600.0
@@ -115,8 +120,8 @@ class Runner:
         self.dataset_names = self._select_datasets()
         for name in self.dataset_names:
             DATASETS.get(self.preset.datasets[name].get("kind", name))
-        self.planner = Planner(self.preset, self.variant_specs, self.sources)
-        self.results = ResultsFile(self.out_dir / "results.csv")
+        self.planner = Planner(self.preset, self.variant_specs, self.sources, options.length)
+        self.results = ResultsFile(self.out_dir / options.results_name)
         self.cache = ModelCache(self.out_dir / "cache")
         self.artifact_dir = self.out_dir / "plots" / "artifacts"
         self.info = RunInfo.new(self.preset.name, self.device)
@@ -187,6 +192,15 @@ class Runner:
         keys = [(name, seed) for name in self.dataset_names for seed in self.seeds_for(name)]
         for name, seed in tqdm(keys, desc="datasets", leave=False, disable=not self.options.progress):
             self.datasets[name, seed] = self.build_dataset(name, seed)
+            self.check_stream(name, self.datasets[name, seed])
+
+    def check_stream(self, name: str, dataset: Dataset) -> None:
+        """A preset that asks for a stream (`train: {stream: true}`) on a finite dataset is an
+        error, not a silent fall-back to epochs."""
+        asked = any(self.preset.train_settings(v, name).get("stream") is True for v in self.variant_specs)
+        if asked and dataset.stream is None:
+            raise UserError(f"dataset {name!r} is finite (it cannot make more samples): remove 'stream: true' "
+                            "from its training settings; it trains in epochs over its pool")
 
     def build_dataset(self, name: str, seed: int) -> Dataset:
         """One (dataset, seed); builders that cache derived data (a model's activations) keep it
@@ -241,6 +255,29 @@ class Runner:
             self.cache.save(key, trained)
         return trained
 
+    def train_group(self, cells: list[Cell], specs: list[ModelSpec]) -> list[TrainedModel]:
+        """The models of one stackable sweep: those in the cache are loaded, the others trained
+        together as one stack (benchmark/stacking.py) and cached one by one."""
+        cls = self.variant_class(cells[0].variant)
+        callbacks = {t.name: t.epoch_callback for t in self.tasks_for(cells[0].dataset, selected_only=False)
+                     if t.epoch_callback is not None}
+        trained, todo = [], []
+        for i, (cell, spec) in enumerate(zip(cells, specs)):
+            dataset = self.on_device(cell.dataset, cell.seed)
+            torch.manual_seed(cell.seed)  # the same initialisation as the cell trained alone
+            model = cls(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
+            trained.append(self.cache.load(spec.key(sorted(callbacks)), model))
+            if trained[-1] is None:
+                todo.append((i, model, dataset))
+        if todo:
+            fresh = train_models([m for _, m, _ in todo], [d for _, _, d in todo], specs[0].train,
+                                 [cells[i].seed for i, _, _ in todo], callbacks,
+                                 self.options.progress and self.jobs == 1, hparams=[specs[i].hparams for i, _, _ in todo])
+            for (i, _, _), result in zip(todo, fresh):
+                self.cache.save(specs[i].key(sorted(callbacks)), result)
+                trained[i] = result
+        return trained
+
     def trained_model(self, variant: str, dataset: str, seed: int, setting: str) -> TrainedModel:
         """One model of the grid, from the cache or trained now (e.g. for `export`)."""
         if (dataset, seed) not in self.datasets:
@@ -260,7 +297,8 @@ class Runner:
 
     def row_maker(self, cell: Cell, hashes: dict[str, str], trained: TrainedModel | None = None,
                   l0: float = math.nan):
-        model_fields = {} if trained is None else dict(converged=trained.converged, steps=trained.steps)
+        model_fields = {} if trained is None else dict(converged=trained.converged, steps=trained.steps,
+                                                       step_cap=trained.cap)
         return lambda task, **kw: make_rows(self.info, task=task.name, dataset=cell.dataset,  # noqa: E731
                                             variant=cell.variant, setting=cell.setting, seed=cell.seed, l0=l0,
                                             config_hash=hashes[task.name], **model_fields, **kw)
@@ -288,6 +326,19 @@ class Runner:
             trained = self.train(cell, spec)
         except Exception as err:  # a failing variant is an error row; the grid runs on
             return self.error_rows(cell, tasks, hashes, f"training: {short_error(err)}")
+        return self.evaluate_cell(cell, tasks, hashes, trained)
+
+    def train_and_evaluate_group(self, items: list["CellWork"]) -> list[dict]:
+        """Rows of a stacked sweep's cells. A training failure raises: the parent then runs the
+        cells one at a time, so that it lands on the cell that caused it."""
+        if len(items) == 1:
+            item = items[0]
+            return self.train_and_evaluate(item.cell, item.tasks, item.hashes, item.spec)
+        trained = self.train_group([i.cell for i in items], [i.spec for i in items])
+        return [row for item, model in zip(items, trained)
+                for row in self.evaluate_cell(item.cell, item.tasks, item.hashes, model)]
+
+    def evaluate_cell(self, cell: Cell, tasks: list, hashes: dict[str, str], trained: TrainedModel) -> list[dict]:
         try:
             l0 = achieved_l0(trained.model, self.on_device(cell.dataset, cell.seed))
         except Exception as err:
@@ -322,19 +373,28 @@ class Runner:
         summary = RunSummary()
         finished = set() if self.options.force else self.results.finished_hashes()
         cells = self.cells()
+        alone: list[CellWork] = []  # cells of a stack that failed, re-run one by one
         with tqdm(total=len(cells), desc="grid", disable=not self.options.progress) as bar:
             for job, outcome in self._execute(self._cell_jobs(cells, finished, summary, bar)):
-                cell, skipped, runnable, hashes = job.key
-                if outcome.error is None:
-                    rows = outcome.value
-                else:
-                    hint = "; raise --cell-timeout" if outcome.error.startswith("timed out") else ""
-                    rows = self.error_rows(cell, runnable, hashes, outcome.error + hint)
-                self._write(skipped + rows, summary)
+                if outcome.error is not None and len(job.key) > 1:
+                    alone += job.key
+                    continue
+                self._write_outcome(job.key, outcome, summary)
+                bar.update(len(job.key))
+            for job, outcome in self._execute(self._jobs([[item] for item in alone])):
+                self._write_outcome(job.key, outcome, summary)
                 bar.update()
         for rows in self.reference_rows(finished):
             self._write(rows, summary)
         return summary
+
+    def _write_outcome(self, items: list["CellWork"], outcome, summary: RunSummary) -> None:
+        if outcome.error is None:
+            self._write([r for item in items for r in item.skipped] + outcome.value, summary)
+            return
+        hint = "; raise --cell-timeout" if outcome.error.startswith("timed out") else ""
+        item = items[0]
+        self._write(item.skipped + self.error_rows(item.cell, item.tasks, item.hashes, outcome.error + hint), summary)
 
     def _write(self, rows: list[dict], summary: RunSummary) -> None:
         self.results.write(rows)
@@ -353,8 +413,10 @@ class Runner:
         return run_jobs(jobs, timeout=self.cell_timeout, method=method, parallel=self.jobs)
 
     def _cell_jobs(self, cells: list[Cell], finished: set[str], summary: RunSummary, bar):
-        """A child-process job per cell that has something to train; the rows of the others
-        (finished, skipped, or unresolvable) are written here directly."""
+        """Child-process jobs for the cells that have something to train, a stackable sweep
+        (its settings and seeds) as one job; the rows of the others (finished, skipped, or
+        unresolvable) are written here directly."""
+        work = []
         for cell in cells:
             tasks = self.tasks_for(cell.dataset)
             spec, hashes = self.resolve(cell, tasks)
@@ -365,13 +427,37 @@ class Runner:
                 skipped += self.error_rows(cell, runnable, hashes, f"training: {short_error(spec)}")
                 runnable = []
             if runnable:
-                child = self if not self.options.isolate else self.for_child([(cell.dataset, cell.seed)])
-                yield Job((cell, skipped, runnable, hashes), _cell_job,
-                          (child, cell, [t.name for t in runnable], hashes, spec))
+                work.append(CellWork(cell, skipped, runnable, hashes, spec))
             else:
                 if skipped:
                     self._write(skipped, summary)
                 bar.update()
+        return self._jobs(self.stacks(work))
+
+    def stacks(self, work: list["CellWork"]) -> list[list["CellWork"]]:
+        """Cells grouped into stacks: a built-in stackable variant's cells on one dataset that
+        share width, fixed hyperparameters, training settings and batch size (every seed and
+        sweep setting); every other cell alone."""
+        groups: dict = {}
+        for item in work:
+            groups.setdefault(self.stack_key(item) or ("alone", len(groups)), []).append(item)
+        return list(groups.values())
+
+    def stack_key(self, item: "CellWork"):
+        cls = self.variant_class(item.cell.variant)
+        if not (self.options.stack and is_stackable(cls) and is_trainable(cls)) or is_external(
+                self.variant_specs.get(item.cell.variant, "")):
+            return None
+        dataset = self.datasets[item.cell.dataset, item.cell.seed]
+        batch = item.spec.train.batch_for(dataset.train.shape[0])
+        return (item.cell.variant, item.cell.dataset, group_key(cls, item.spec.n_latents, item.spec.hparams),
+                item.spec.train, batch)
+
+    def _jobs(self, groups: list[list["CellWork"]]):
+        for items in groups:
+            keys = sorted({(i.cell.dataset, i.cell.seed) for i in items})
+            child = self if not self.options.isolate else self.for_child(keys)
+            yield Job(items, _group_job, (child, items), cells=len(items))
 
     # ----- the contract check of external variants -----
     def check_submissions(self) -> None:
@@ -455,9 +541,48 @@ def check_metrics(task, metrics: dict[str, float]) -> None:
         raise ValueError(f"non-finite metric(s) {', '.join(bad)}")
 
 
+BUDGET_RESULTS = "results-2x.csv"  # beside results.csv: the budget check's re-trained headlines
+
+
+def budget_check_options(options: RunOptions) -> RunOptions | None:
+    """The re-run that checks a run's headline verdicts against longer training (the preset's
+    `budget_check`: `length` x the training, on its first `seeds` seeds): each selected task on
+    its headline dataset only, written to results-2x.csv beside results.csv. None when the
+    preset asks for none."""
+    preset = options.preset
+    if preset.budget_check is None:
+        return None
+    tasks = options.tasks or list(preset.tasks)
+    headline = {t: get_task(t).headline_dataset(preset.task_datasets(t)) for t in tasks}
+    narrowed = dataclasses.replace(preset, tasks={t: dict(preset.tasks[t], datasets=[headline[t]]) for t in tasks},
+                                   datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
+                                                        [: preset.budget_check["seeds"]])
+                                             for name, entry in preset.datasets.items()})
+    return dataclasses.replace(options, preset=narrowed, tasks=tasks, seeds=None, datasets=None,
+                               length=preset.budget_check["length"], results_name=BUDGET_RESULTS)
+
+
+@dataclass
+class CellWork:
+    """One cell to train and score: its `skipped` rows, the tasks that will score it, their
+    config hashes and its model spec."""
+
+    cell: Cell
+    skipped: list[dict]
+    tasks: list
+    hashes: dict[str, str]
+    spec: ModelSpec
+
+    def __getstate__(self):  # tasks travel by name ('spawn' and Ray pickle the job)
+        return dict(self.__dict__, tasks=[t.name for t in self.tasks])
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, tasks=[get_task(name) for name in state["tasks"]])
+
+
 # Module-level, so that 'spawn' can pickle them by name.
-def _cell_job(runner: Runner, cell: Cell, task_names: list[str], hashes: dict[str, str], spec) -> list[dict]:
-    return runner.train_and_evaluate(cell, [get_task(name) for name in task_names], hashes, spec)
+def _group_job(runner: Runner, items: list[CellWork]) -> list[dict]:
+    return runner.train_and_evaluate_group(items)
 
 
 def _contract_job(runner: Runner, name: str) -> list[str]:

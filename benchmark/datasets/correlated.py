@@ -13,13 +13,19 @@ Codes: exactly k active features per sample, drawn one at a time: the first unif
 one, with probability `cooccur`, from the not-yet-active atoms of an already active group, else
 uniformly from all inactive atoms. Active values are uniform in [0.5, 1.5].
 
+Draws: `seed` makes the dictionary, then the fixed test split; training samples are a stream
+(`_synthetic.DictionaryStream`) of fresh codes and noise on the same dictionary from a generator
+of its own, and `train` is its first `n_train` samples.
+
 truth: dictionary (n_atoms, dim), train_codes / test_codes (N, n_atoms), groups (n_atoms,).
 """
+from functools import partial
+
 import numpy as np
 import torch
 
-from benchmark.datasets._synthetic import (check_cosine, check_group_size, dictionary_dataset, magnitudes, mixed_atoms,
-                                          orthonormal_rows)
+from benchmark.datasets._synthetic import (check_cosine, check_group_size, dense_codes, dictionary_dataset,
+                                          mixed_atoms, orthonormal_rows)
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -59,8 +65,8 @@ def build(name, *, data_root=None, download=False, rho=0.0, n_atoms=32, dim=48, 
     rng = np.random.default_rng(seed)
     dictionary = grouped_dictionary(n_atoms, dim, group_size, rho, rng)
     groups = np.arange(n_atoms) // group_size
-    codes = magnitudes(cooccurring_supports(n_train + n_test, groups, k, cooccur, rng), rng)
+    sample = partial(dense_codes, supports=partial(cooccurring_supports, groups=groups, k=k, cooccur=cooccur))
     config = dict(kind="correlated", rho=rho, n_atoms=n_atoms, dim=dim, group_size=group_size, k=k,
                   cooccur=cooccur, noise=noise, n_train=n_train, n_test=n_test, seed=seed)
-    return dictionary_dataset(name, dictionary, codes, n_train, noise, rng, config,
+    return dictionary_dataset(name, dictionary, sample, n_train, n_test, noise, rng, seed, config,
                               groups=torch.tensor(groups))

@@ -10,22 +10,28 @@ The split is by concept tuple, never by image: held-out tuples never appear in t
   colours, are held out together with every tuple containing them.
 Either way every single concept value still appears in training (checked).
 
-Training images: `renderings` renderings of each training tuple, each with a uniform position
-jitter of ±`position_jitter` px and Gaussian colour jitter (std `colour_jitter`, clipped).
+Training images are a stream (`RenderingStream`) of new renderings of the training tuples only
+(held-out tuples never appear in it), each with a uniform position jitter of ±`position_jitter`
+px and Gaussian colour jitter (std `colour_jitter`, clipped), in passes: each pass renders every
+training tuple once, in a fresh seeded random order. `train` is the stream's first `renderings`
+passes: `renderings` renderings of each training tuple.
 Test images: one canonical (un-jittered) rendering of each held-out tuple, in sorted tuple order.
 `truth["seen_test"]` holds the canonical renderings of the training tuples (labels in
 `truth["seen_test_concepts"]`): images never trained on, of tuples that were, for the
 seen-tuple score of `composition`.
 `size` (pixels per side) should be a multiple of 4 so that the `conv` variant applies.
-The `seed` fixes the split and the jitter; truth keeps factor names and sizes, value names,
-and the train and held-out tuples.
+The `seed` fixes the split and (through a generator of the stream's own) the stream; truth keeps
+factor names and sizes, value names, and the train and held-out tuples.
 """
 import itertools
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from benchmark.data import Dataset
+from benchmark.data import Dataset, Stream
+from benchmark.datasets._synthetic import chunk_rows, rebatch, stream_seed, take
 from benchmark.registry import DATASETS
 
 SHAPES = ("square", "circle", "triangle", "cross")
@@ -119,6 +125,39 @@ def render_in_chunks(concepts, size, offsets, colours, chunk: int = 512) -> torc
     return torch.cat(parts) if parts else torch.zeros(0, 3, size, size)
 
 
+def jittered(concepts: torch.Tensor, generator: torch.Generator, size: int, position_jitter: float,
+             colour_jitter: float) -> torch.Tensor:
+    """Renderings of `concepts` (N, 4), each with its own position and colour jitter."""
+    n = len(concepts)
+    offsets = (torch.rand(n, 2, generator=generator) * 2 - 1) * position_jitter
+    base = torch.tensor(list(COLOURS.values()))[concepts[:, 1]]
+    colours = (base + colour_jitter * torch.randn(n, 3, generator=generator)).clamp(0, 1)
+    return render_in_chunks(concepts, size, offsets, colours)
+
+
+class RenderingStream(Stream):
+    """New renderings of the training tuples (or pairs) only, with their concept labels: passes
+    over `tuples`, each pass a fresh seeded permutation of them, rendered by `render(concepts,
+    generator)` (picklable; it draws the jitter). population None: the jitter is continuous."""
+
+    population = None
+
+    def __init__(self, tuples: torch.Tensor, render: Callable, values_per_sample: int, seed: int):
+        self.tuples, self.render, self.seed = tuples, render, seed
+        self.passes = max(1, chunk_rows(values_per_sample) // len(tuples))  # passes per chunk
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless (images, concepts) chunks of whole passes, the same sequence on every call."""
+        generator = torch.Generator().manual_seed(stream_seed(self.seed))
+        while True:
+            order = torch.cat([torch.randperm(len(self.tuples), generator=generator) for _ in range(self.passes)])
+            concepts = self.tuples[order]
+            yield self.render(concepts, generator), concepts
+
+    def batches(self, batch_size: int):
+        return rebatch(self.chunks(), batch_size)
+
+
 @DATASETS.register("shapes")
 def build(
     name: str,
@@ -144,11 +183,9 @@ def build(
     train_tuples, heldout_tuples = tuples[~heldout], tuples[heldout]
 
     base_colours = torch.tensor(list(COLOURS.values()))
-    train_concepts = train_tuples.repeat_interleave(renderings, dim=0)
-    n = len(train_concepts)
-    offsets = (torch.rand(n, 2, generator=generator) * 2 - 1) * position_jitter
-    colours = (base_colours[train_concepts[:, 1]] + colour_jitter * torch.randn(n, 3, generator=generator)).clamp(0, 1)
-    train = render_in_chunks(train_concepts, size, offsets, colours)
+    render_jittered = partial(jittered, size=size, position_jitter=position_jitter, colour_jitter=colour_jitter)
+    stream = RenderingStream(train_tuples, render_jittered, 3 * size * size, seed)
+    train, train_concepts = take(stream.chunks(), renderings * len(train_tuples))
     canonical = lambda tuples: render_in_chunks(  # noqa: E731
         tuples, size, torch.zeros(len(tuples), 2), base_colours[tuples[:, 1]]
     )
@@ -162,4 +199,4 @@ def build(
         "seen_test": canonical(train_tuples),
         "seen_test_concepts": train_tuples.clone(),
     }
-    return Dataset(name, train, test, config, train_concepts, heldout_tuples.clone(), truth)
+    return Dataset(name, train, test, config, train_concepts, heldout_tuples.clone(), truth, stream)

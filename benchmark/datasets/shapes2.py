@@ -12,20 +12,25 @@ Split by object pair, never by image: a seeded `heldout_fraction` of the 24 × 2
 out, redrawn (seeded) until every object still appears in training in each slot. So a held-out
 pair is two objects each seen in its slot, never seen together.
 
-Training images: `renderings` renderings of each training pair, each object with its own
-uniform position jitter of ±`position_jitter` px and Gaussian colour jitter (std
-`colour_jitter`, clipped). Test images: one canonical (un-jittered) rendering of each held-out
-pair, in sorted pair order. `truth["seen_test"]` holds the canonical renderings of the training
-pairs with their labels in `truth["seen_test_concepts"]`: images never trained on, of pairs
-that were, for the seen-tuple score of `composition`. `slot` should be a multiple of 4 so that
-the `conv` variant applies. Every random choice comes from `seed`.
+Training images are a stream (`shapes.RenderingStream`) of new renderings of the training pairs
+only (held-out pairs never appear in it), each object with its own uniform position jitter of
+±`position_jitter` px and Gaussian colour jitter (std `colour_jitter`, clipped), in passes: each
+pass renders every training pair once, in a fresh seeded random order. `train` is the stream's
+first `renderings` passes: `renderings` renderings of each training pair. Test images: one
+canonical (un-jittered) rendering of each held-out pair, in sorted pair order.
+`truth["seen_test"]` holds the canonical renderings of the training pairs with their labels in
+`truth["seen_test_concepts"]`: images never trained on, of pairs that were, for the seen-tuple
+score of `composition`. `slot` should be a multiple of 4 so that the `conv` variant applies.
+Every random choice comes from `seed` (the stream's from a generator of its own).
 """
 import itertools
+from functools import partial
 
 import torch
 
 from benchmark.data import Dataset
-from benchmark.datasets.shapes import COLOURS, SHAPES, SUPERSAMPLE, inside
+from benchmark.datasets._synthetic import take
+from benchmark.datasets.shapes import COLOURS, SHAPES, SUPERSAMPLE, RenderingStream, inside
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -98,6 +103,15 @@ def base_colours(pairs: torch.Tensor) -> torch.Tensor:
     return palette[objects()[pairs, 1]]
 
 
+def jittered(pairs: torch.Tensor, generator: torch.Generator, slot: int, position_jitter: float,
+             colour_jitter: float) -> torch.Tensor:
+    """Renderings of `pairs` (N, 2), each object with its own position and colour jitter."""
+    n = len(pairs)
+    offsets = (torch.rand(n, 2, 2, generator=generator) * 2 - 1) * position_jitter
+    colours = (base_colours(pairs) + colour_jitter * torch.randn(n, 2, 3, generator=generator)).clamp(0, 1)
+    return render_pairs(pairs, slot, offsets, colours)
+
+
 def canonical(pairs: torch.Tensor, slot: int) -> torch.Tensor:
     return render_pairs(pairs, slot, torch.zeros(len(pairs), 2, 2), base_colours(pairs))
 
@@ -114,10 +128,9 @@ def build(name, *, data_root=None, download=False, slot=12, renderings=4, heldou
     heldout = heldout_mask(heldout_fraction, generator)
     train_pairs, heldout_pairs = pairs[~heldout], pairs[heldout]
 
-    train_concepts = train_pairs.repeat_interleave(renderings, dim=0)
-    n = len(train_concepts)
-    offsets = (torch.rand(n, 2, 2, generator=generator) * 2 - 1) * position_jitter
-    colours = (base_colours(train_concepts) + colour_jitter * torch.randn(n, 2, 3, generator=generator)).clamp(0, 1)
+    render_jittered = partial(jittered, slot=slot, position_jitter=position_jitter, colour_jitter=colour_jitter)
+    stream = RenderingStream(train_pairs, render_jittered, 3 * slot * 2 * slot, seed)
+    train, train_concepts = take(stream.chunks(), renderings * len(train_pairs))
     truth = {
         "factor_names": FACTOR_NAMES,
         "factor_sizes": FACTOR_SIZES,
@@ -128,5 +141,5 @@ def build(name, *, data_root=None, download=False, slot=12, renderings=4, heldou
         "seen_test": canonical(train_pairs, slot),
         "seen_test_concepts": train_pairs.clone(),
     }
-    return Dataset(name, render_pairs(train_concepts, slot, offsets, colours), canonical(heldout_pairs, slot),
-                   config, train_concepts, heldout_pairs.clone(), truth)
+    return Dataset(name, train, canonical(heldout_pairs, slot), config, train_concepts, heldout_pairs.clone(), truth,
+                   stream)

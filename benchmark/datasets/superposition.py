@@ -15,20 +15,25 @@ one, with probability `cooccur`, a not-yet-active atom from the group of an alre
 are uniform in [0.5, 1.5]. Drawn as (n, k) index arrays, never as dense (n, n_atoms) masks, so
 thousands of atoms stay cheap.
 
-Every draw (dictionary, codes, noise) comes from `seed`. truth: dictionary (n_atoms, dim),
+Every draw (dictionary, codes, noise) comes from `seed`: first the dictionary, then the fixed test
+split; training samples are a stream (`_synthetic.DictionaryStream`) of fresh codes and noise on
+the same dictionary from a generator of its own, and `train` is its first `n_train` samples.
+truth: dictionary (n_atoms, dim),
 groups (n_atoms,), interference, test_codes (n_test, n_atoms) dense, train_codes
 (n_train, n_atoms) as a sparse COO tensor (dense it would be n_train·n_atoms floats).
 """
+from functools import partial
+
 import numpy as np
 import torch
 
 from benchmark.data import Dataset
-from benchmark.datasets._synthetic import CODE_RANGE, check_cosine, check_group_size
+from benchmark.datasets._synthetic import (CODE_RANGE, DictionaryStream, check_cosine, check_group_size, draw,
+                                          take)
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
 GROUP_RETRIES = 20  # tries at a free atom of an active group before drawing uniformly (the group may be full)
-CHUNK = 4096  # samples mixed at once: bounded memory for the (chunk, k, dim) gather
 
 
 def grouped_superposed_dictionary(n_groups: int, group_size: int, dim: int, rho: float, rng) -> np.ndarray:
@@ -63,12 +68,21 @@ def sparse_supports(n: int, n_atoms: int, group_size: int, k: int, cooccur: floa
 
 
 def mix(support: np.ndarray, values: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
-    """Σ_j values[:, j]·D[support[:, j]], in chunks."""
-    out = np.empty((len(support), dictionary.shape[1]))
-    for lo in range(0, len(support), CHUNK):
-        hi = lo + CHUNK
-        out[lo:hi] = np.einsum("nk,nkd->nd", values[lo:hi], dictionary[support[lo:hi]])
+    """Σ_j values[:, j]·D[support[:, j]], one active atom at a time: memory O(n·dim), never an
+    (n, k, dim) gather."""
+    out, atoms = np.zeros((len(support), dictionary.shape[1])), np.empty((len(support), dictionary.shape[1]))
+    for j in range(support.shape[1]):
+        np.take(dictionary, support[:, j], axis=0, out=atoms, mode="clip")  # indices are valid; unbuffered
+        atoms *= values[:, j, None]
+        out += atoms
     return out
+
+
+def sparse_sample(n: int, rng, dictionary: np.ndarray, group_size: int, k: int, cooccur: float) -> tuple:
+    """The code sampler of the stream and the test split: (codes·D, support (n, k), values (n, k))."""
+    support = sparse_supports(n, len(dictionary), group_size, k, cooccur, rng)
+    values = rng.uniform(*CODE_RANGE, size=support.shape)
+    return mix(support, values, dictionary), support, values
 
 
 def sparse_codes(support: np.ndarray, values: np.ndarray, n_atoms: int) -> torch.Tensor:
@@ -100,18 +114,17 @@ def build(name, *, data_root=None, download=False, n_atoms=512, dim=128, group_s
     rng = np.random.default_rng(seed)
     dictionary = grouped_superposed_dictionary(n_atoms // group_size, group_size, dim, rho, rng)
     groups = np.arange(n_atoms) // group_size
-    n = n_train + n_test
-    support = sparse_supports(n, n_atoms, group_size, k, cooccur, rng)
-    values = rng.uniform(*CODE_RANGE, size=support.shape)
-    x = mix(support, values, dictionary) + noise * rng.standard_normal((n, dim))
-    x = torch.tensor(x, dtype=torch.float32)
+    sample = partial(sparse_sample, group_size=group_size, k=k, cooccur=cooccur)
+    test, test_support, test_values = draw(sample, dictionary, noise, n_test, rng)
+    stream = DictionaryStream(sample, dictionary, noise, seed)
+    train, train_support, train_values = take(stream.chunks(), n_train)
     config = dict(kind="superposition", n_atoms=n_atoms, dim=dim, group_size=group_size, rho=rho, k=k,
                   cooccur=cooccur, noise=noise, n_train=n_train, n_test=n_test, seed=seed)
     truth = dict(
         dictionary=torch.tensor(dictionary, dtype=torch.float32),
         groups=torch.tensor(groups),
         interference=max_cross_group_cosine(dictionary, groups),
-        train_codes=sparse_codes(support[:n_train], values[:n_train], n_atoms),
-        test_codes=sparse_codes(support[n_train:], values[n_train:], n_atoms).to_dense(),
+        train_codes=sparse_codes(train_support, train_values, n_atoms),
+        test_codes=sparse_codes(test_support, test_values, n_atoms).to_dense(),
     )
-    return Dataset(name=name, train=x[:n_train], test=x[n_train:], config=config, truth=truth)
+    return Dataset(name=name, train=train, test=test, config=config, truth=truth, stream=stream)

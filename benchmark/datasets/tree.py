@@ -12,13 +12,19 @@ probability `parent_prob`; when it fires, one of its children, chosen uniformly,
 probability `child_prob`; a child never fires without its parent. Leaves fire independently with
 probability `leaf_prob`.
 
+Draws: `seed` makes the dictionary, then the fixed test split; training samples are a stream
+(`_synthetic.DictionaryStream`) of fresh codes and noise on the same dictionary from a generator
+of its own, and `train` is its first `n_train` samples.
+
 Feature order: parents 0..2, children 3..11 (children of parent p: 3+3p .. 5+3p), leaves 12..19.
 truth: dictionary (20, dim), train_codes / test_codes (N, 20), parent_of (20,), -1 for roots.
 """
+from functools import partial
+
 import numpy as np
 import torch
 
-from benchmark.datasets._synthetic import check_cosine, dictionary_dataset, magnitudes, mixed_atoms, orthonormal_rows
+from benchmark.datasets._synthetic import check_cosine, dense_codes, dictionary_dataset, mixed_atoms, orthonormal_rows
 from benchmark.registry import DATASETS
 
 N_PARENTS, N_CHILDREN, N_LEAVES = 3, 3, 8  # children per parent
@@ -57,9 +63,10 @@ def build(name, *, data_root=None, download=False, sibling_cos=0.5, dim=32, pare
     check_cosine(sibling_cos, "tree: sibling_cos")
     rng = np.random.default_rng(seed)
     dictionary = tree_dictionary(dim, sibling_cos, rng)
-    codes = magnitudes(tree_supports(n_train + n_test, parent_prob, child_prob, leaf_prob, rng), rng)
+    sample = partial(dense_codes, supports=partial(tree_supports, parent_prob=parent_prob, child_prob=child_prob,
+                                                   leaf_prob=leaf_prob))
     config = dict(kind="tree", sibling_cos=sibling_cos, dim=dim, parent_prob=parent_prob,
                   child_prob=child_prob, leaf_prob=leaf_prob, noise=noise, n_train=n_train,
                   n_test=n_test, seed=seed)
-    return dictionary_dataset(name, dictionary, codes, n_train, noise, rng, config,
+    return dictionary_dataset(name, dictionary, sample, n_train, n_test, noise, rng, seed, config,
                               parent_of=torch.tensor(parent_index()))

@@ -4,8 +4,13 @@ regime (Olshausen & Field; Coates & Ng) in which localised, oriented atoms emerg
 
 - Crops: the photographs are downscaled so their short side is `short_side` pixels (averaging
   away sensor noise and the 8×8 JPEG blocks of the two .jpg photographs, which would otherwise
-  line up with 8×8 crops), then cut at uniform random positions drawn from `seed`. Test crops
-  come from `patches32.photo_split(seed)`'s held-out photographs, never used for training.
+  line up with 8×8 crops). Test crops come from `patches32.photo_split(seed)`'s held-out
+  photographs, never used for training, at uniform random positions drawn from `seed` (fixed
+  per seed).
+- Training crops are a stream (`patches32.CropStream`): every distinct crop position of the
+  training photographs, in a seeded random order without replacement (a new permutation for
+  each pass), whitened with the statistics below; `population` is the number of positions.
+  The training split `train` is the stream's first `n_train` crops.
 - ZCA: with μ the training split's mean crop and Σ = U diag(λ) Uᵀ its covariance (rows
   flattened C·H·W), W = U diag((λ + ε)^-½) Uᵀ and x_white = (x − μ) W, the same μ and W on
   the test split. ε = `epsilon` × mean(λ) (relative, so it does not depend on the pixel scale)
@@ -20,22 +25,16 @@ Whitened values are not in [0, 1]. Pixel space is the inverse transform, x = x_w
 and `pixel_space` (that formula in words); a task that works in pixels (e.g. `intervention`,
 which clamps to [0, 1]) maps through it.
 """
-from functools import lru_cache
+from functools import partial
 
 import torch
 
 from benchmark.data import Dataset
-from benchmark.datasets.patches32 import downscale, load_photo, photo_split, random_crops
+from benchmark.datasets._synthetic import take
+from benchmark.datasets.patches32 import CropStream, downscaled_photos, photo_split, random_crops
 from benchmark.registry import DATASETS
 
 PIXEL_SPACE = "pixels = whitened.flatten(1) @ unwhitening + mean, reshaped to (N, C, H, W)"
-
-
-@lru_cache(maxsize=4)
-def downscaled_photos(names: tuple[str, ...], short_side: int) -> tuple[torch.Tensor, ...]:
-    """The photographs, downscaled; cached because every seed of a run crops the same ones
-    (callers only read them: `random_crops` copies)."""
-    return tuple(downscale(load_photo(p), short_side) for p in names)
 
 
 def zca(train: torch.Tensor, epsilon: float) -> dict:
@@ -86,11 +85,15 @@ def pixel_map(dataset: Dataset):
 @DATASETS.register("whitened_patches")
 def build(name, *, data_root=None, download=False, size=8, n_train=20000, n_test=2000,
           short_side=256, epsilon=0.01, seed=0):
-    generator = torch.Generator().manual_seed(seed)
     train_names, test_names = photo_split(seed)  # the seed also picks the held-out photographs
-    train = random_crops(downscaled_photos(train_names, short_side), n_train, size, generator)
-    test = random_crops(downscaled_photos(test_names, short_side), n_test, size, generator)
-    stats = zca(train.flatten(1), epsilon)
+    pixels, _ = take(CropStream(train_names, short_side, size, seed).chunks(), n_train)
+    stats = zca(pixels.flatten(1), epsilon)
+    # The stream whitens each chunk with the training statistics: its first n_train samples are
+    # `train`, whitened by the very same code path.
+    stream = CropStream(train_names, short_side, size, seed,
+                        transform=partial(whiten, stats={"mean": stats["mean"], "whitening": stats["whitening"]}))
+    train, _ = take(stream.chunks(), n_train)
+    test = random_crops(downscaled_photos(test_names, short_side), n_test, size, torch.Generator().manual_seed(seed))
     truth = {
         "whitened": True,
         "pixel_space": PIXEL_SPACE,
@@ -102,9 +105,10 @@ def build(name, *, data_root=None, download=False, size=8, n_train=20000, n_test
     }
     return Dataset(
         name=name,
-        train=whiten(train, stats),
+        train=train,
         test=whiten(test, stats),
         config=dict(kind="whitened_patches", size=size, n_train=n_train, n_test=n_test,
                     short_side=short_side, epsilon=epsilon, seed=seed),
         truth=truth,
+        stream=stream,
     )

@@ -33,7 +33,7 @@ def add_eval(sub):
 
 
 def cmd_eval(args) -> int:
-    from benchmark.cli import leaderboard_path, run_and_report
+    from benchmark.reporting import leaderboard_path, run_and_report
     from benchmark.datasets import build_dataset
     from benchmark.interop import check_input_dim, checkpoint_class
     from benchmark.runner import RunOptions, Runner

@@ -90,7 +90,14 @@ PRESET_ERRORS = [
      "tasks: {sparsity: {datasets: [mine]}}\n", "unknown dataset 'nosuch'"),
     ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {}}\n"
      "tasks: {sparsity: {datasets: [patches32]}}\n", "not defined under 'datasets'"),
-    ("seeds: [0]\ntrain: {epochs: 1}\n", "'train' must set all of"),
+    ("seeds: [0]\ntrain: {epochs: 1}\n", "'train' must set ['batch_size', 'lr'] and a cap"),
+    (VALID.replace("epochs: 1", "max_steps: 0"), "train 'max_steps' must be a positive integer, got 0"),
+    (VALID.replace("epochs: 1", "max_steps: -5"), "train 'max_steps' must be a positive integer"),
+    (VALID.replace("epochs: 1", "max_steps: 10"), "'max_steps' (10) is below what the plateau criterion needs"),
+    (VALID.replace("epochs: 1", "max_steps: 150, min_steps: 200"), "'max_steps' (150) is below what the plateau"),
+    (VALID.replace("epochs: 1", "epochs: 1, schedule: cosine"), "train 'schedule' must be one of ['constant', 'linear_decay']"),
+    (VALID.replace("digits8: {}}", "digits8: {train: {stream: true}}}"), "dataset 'digits8' is finite"),
+    (VALID + "budget_check: {length: 0.5}\n", "'budget_check' must be a mapping"),
     ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {bogus: 1}}\n"
      "tasks: {sparsity: {datasets: [digits8]}}\n", "unknown parameter(s) bogus"),
     ("seedz: [0]\n", "unknown key(s) ['seedz']"),

@@ -117,7 +117,7 @@ RUNTIME_FAILURES = {
     "variants.py:HangsInTraining": "timed out after 8 s; raise --cell-timeout",
     "variants.py:CrashesInTraining": "child process died with signal 11 (SIGSEGV)",
     "variants.py:ExitsInTraining": "child process exited with code 3 before returning its results",
-    "variants.py:NaNInTraining": "training: TrainingDiverged: training loss became nan in epoch 1",
+    "variants.py:NaNInTraining": "training: TrainingDiverged: training loss became nan by step ",
     "variants.py:FailsInEvaluation": "evaluation: ValueError: no inference mode (variants.py:",
 }
 

@@ -89,3 +89,98 @@ def test_a_cell_re_run_under_a_new_configuration_shows_only_its_latest_rows(tmp_
     text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
     assert summary_row(text, "topk").startswith("| topk | **0.702 ± 0.002**")
     assert "of earlier runs of the same cells are not shown" in text
+
+
+# ----- the budget check (2x training, results-2x.csv beside results.csv) -----
+def budget_line(text):
+    return next(line for line in text.splitlines() if line.startswith("- `reconstruction`"))
+
+
+def budget_section(text):
+    return text.split("## Budget check (2x training)")[1].split("\n## ")[0]
+
+
+def budget_row(text):
+    return next(line for line in budget_section(text).splitlines() if line.startswith("| `reconstruction` |"))
+
+
+def write_2x(path, values, seeds=(0, 1, 2), converged=True):
+    """A 2x file whose headline models read `values[variant]` (+ seed jitter) at L0 16 exactly."""
+    for variant, value in values.items():
+        for seed in seeds:
+            write(path, variant, seed, "k=16", 16, {"r2": value + 0.002 * seed, "mse": 1 - value}, converged=converged)
+
+
+def test_without_a_2x_file_the_board_says_there_is_no_budget_check(tmp_path):
+    text = write_leaderboard(build(tmp_path), tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert budget_line(text).endswith("; no 2x budget check in this run")
+    assert "no 2x budget check in this run" in budget_section(text)
+
+
+def test_a_2x_file_without_rows_for_the_headline_is_no_budget_check(tmp_path):
+    path = build(tmp_path)
+    write(tmp_path / "results-2x.csv", "topk", 0, "k=16", 16, {"r2": 0.9, "mse": 0.1}, task="sparsity")
+    text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert budget_line(text).endswith("; no 2x budget check in this run")
+    assert budget_row(text).endswith("| no 2x budget check in this run |")
+
+
+def test_identical_results_at_2x_are_stable(tmp_path):
+    path = build(tmp_path)
+    (tmp_path / "results-2x.csv").write_text(path.read_text())
+    text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert budget_line(text).endswith("; stable at 2x budget")
+    # topk first and beating pca at both budgets; τ over topk, relu and pca (mp never reaches 16).
+    assert budget_row(text) == ("| `reconstruction` | digits8 | 16 | topk | topk | topk | topk | 1.00 (3) | 3 "
+                                "| stable at 2x budget |")
+
+
+def test_a_flip_at_2x_is_named_in_the_summary_and_the_budget_table(tmp_path):
+    path = build(tmp_path)
+    write_2x(tmp_path / "results-2x.csv", {"topk": 0.70, "relu": 0.80, "pca": 0.60})
+    text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    line = budget_line(text)
+    assert "**not stable at 2x budget:** tied first topk → relu" in line
+    assert "beats controls topk → relu, topk" in line
+    row = budget_row(text)
+    # 1x order topk > pca > relu, 2x relu > topk > pca: one concordant pair of three, τ = -1/3.
+    assert "| topk | relu | topk | relu, topk | -0.33 (3) |" in row and "not stable at 2x budget" in row
+
+
+def test_a_2x_file_with_one_seed_says_its_sigma_is_the_1x_one(tmp_path):
+    path = build(tmp_path)
+    write_2x(tmp_path / "results-2x.csv", {"topk": 0.75, "relu": 0.57, "pca": 0.70}, seeds=(0,))
+    text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert budget_line(text).endswith("; stable at 2x budget (seed 0; 2x σ taken from 1x: one seed at 2x)")
+    assert "| 1 of 3 (seed 0; σ from 1x) | stable at 2x budget |" in budget_row(text)
+
+
+def test_2x_rows_enter_no_other_table_figure_or_the_convergence_section(tmp_path, monkeypatch):
+    import benchmark.plots
+
+    plotted = []
+    real_plot = benchmark.plots.frontier_plot
+
+    def spy(results, *args, **kwargs):
+        plotted.append(set(results["variant"]))
+        return real_plot(results, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark.plots, "frontier_plot", spy)
+    path = build(tmp_path)
+    without = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    # Different values, an extra variant and unconverged models, all of which would show anywhere else.
+    write_2x(tmp_path / "results-2x.csv", {"topk": 0.95, "relu": 0.40, "pca": 0.30, "ghost": 0.99},
+             converged=False)
+    with_2x = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
+    assert "ghost" in budget_section(with_2x)
+    assert all("ghost" not in variants for variants in plotted)
+
+    def strip(text):
+        head, rest = text.split("## Budget check (2x training)")
+        rest = rest[rest.index("\n## "):]
+        lines = [line.split("; no 2x budget check")[0].split("; stable at 2x")[0].split("; **not stable")[0]
+                 for line in (head + rest).splitlines()]
+        return "\n".join(lines)
+
+    assert strip(with_2x) == strip(without)
+    assert "ghost" not in strip(with_2x)

@@ -73,7 +73,7 @@ def test_a_version_1_file_is_migrated_when_read(tmp_path):
     path = tmp_path / "results.csv"
     pd.DataFrame(rows, columns=v1_columns).to_csv(path, index=False)
     frame = read_results(path)
-    assert list(frame.columns) == COLUMNS and set(frame["schema_version"]) == {2}
+    assert list(frame.columns) == COLUMNS and set(frame["schema_version"]) == {3}
     topk = frame[frame["variant"] == "topk"]
     assert set(topk["l0"]) == {8.0} and set(topk["setting"]) == {"default"}
     assert frame.loc[frame["variant"] == "relu", "l0"].isna().all()  # no sparsity row: unknown

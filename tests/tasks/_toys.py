@@ -43,9 +43,10 @@ def image_dataset(n_train=96, n_test=80, shape=(3, 16, 16), seed=0, concepts=Tru
     )
 
 
-def trained_variant(name: str, dataset: Dataset, epochs: int, callbacks=None, n_latents=48) -> TrainedModel:
+def trained_variant(name: str, dataset: Dataset, epochs: int, callbacks=None, n_latents=48,
+                    check_every: int = 50) -> TrainedModel:
     """A variant trained briefly with the smoke preset's hyperparameters, resolved as the runner
-    does (without parameter matching, irrelevant here)."""
+    does (without parameter matching, irrelevant here); callbacks run every `check_every` steps."""
     cls = VARIANTS.get(name)
     hparams = next(iter(load_preset("smoke").settings(name, "whitened8").values()))  # the first sweep setting
     hparams.pop("match_params_of", None)
@@ -53,7 +54,8 @@ def trained_variant(name: str, dataset: Dataset, epochs: int, callbacks=None, n_
     n_latents, hparams = cls.configure(dataset, max(step, n_latents // step * step), hparams)
     torch.manual_seed(0)
     model = cls(dataset.input_shape, n_latents, **hparams)
-    return train_model(model, dataset, TrainConfig(epochs, 32, 1e-3), seed=0, callbacks=callbacks)
+    return train_model(model, dataset, TrainConfig(epochs, 32, 1e-3, check_every=check_every), seed=0,
+                       callbacks=callbacks)
 
 
 @functools.cache

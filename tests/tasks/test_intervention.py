@@ -327,7 +327,8 @@ def test_every_image_variant_gets_finite_metrics(variant):
     task = Intervention()
     if task.skip_reason(VARIANTS.get(variant), data):
         pytest.skip(task.skip_reason(VARIANTS.get(variant), data))
-    trained = trained_variant(variant, data, epochs=3, callbacks={"intervention": task.epoch_callback})
+    # 96 samples in batches of 32: 3 steps an epoch; a check (and its callback) every 3 steps
+    trained = trained_variant(variant, data, epochs=3, callbacks={"intervention": task.epoch_callback}, check_every=3)
     assert len(trained.history["intervention"]) == 3
     metrics = task.evaluate(trained, data, {})
     assert set(metrics) == {"edit_r2", "edit_r2_m1", "off_target_frac", "alpha_linearity_r2", "strength_cv"}

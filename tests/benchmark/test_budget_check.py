@@ -1,0 +1,132 @@
+"""The 2x-training budget check (benchmark/budget_check.py) on comparisons whose answers are known."""
+import math
+
+import pandas as pd
+import pytest
+
+from benchmark.budget_check import (NO_CHECK, STABLE, beating_controls, check_headline, check_headlines,
+                                    tied_first)
+from benchmark.matched import Entry, beats_controls, matched_entries, noise_ranks, pooled_std
+from benchmark.results import RunInfo, make_rows
+
+INFO_1X = RunInfo("r1", "c", "nosuch-preset", "cpu", "2")
+INFO_2X = RunInfo("r2", "c", "nosuch-preset", "cpu", "2")
+HEADLINE = ("reconstruction", "d", "r2", 16.0, True)
+
+
+def comparison(values: dict[str, float], seeds=(0, 1, 2), spread=0.01, info=INFO_1X, per_seed=None) -> pd.DataFrame:
+    """Every variant swept over L0 8 and 32 so that L0 16 reads `values[variant]` + spread·(seed - 1)
+    (a seed std of `spread` over seeds 0-2); `per_seed[(variant, seed)]` overrides one reading."""
+    rows = []
+    for variant, value in values.items():
+        for seed in seeds:
+            at16 = (per_seed or {}).get((variant, seed), value + spread * (seed - 1))
+            for setting, (l0, v) in enumerate([(8, at16 - 0.1), (32, at16 + 0.1)]):
+                rows += make_rows(info, task="reconstruction", dataset="d", variant=variant, seed=seed,
+                                  setting=f"s{setting}", l0=l0, converged=True, steps=100,
+                                  config_hash=f"{info.run_id}{variant}{seed}{setting}", metrics={"r2": v},
+                                  directions={"r2": True})
+    return pd.DataFrame(rows)
+
+
+ONE_X = {"topk": 0.80, "relu": 0.70, "pca": 0.60}  # topk first, both beat the control beyond 2σ = 0.02
+
+
+def test_identical_results_at_both_budgets_are_stable_with_tau_one():
+    check = check_headline(comparison(ONE_X), comparison(ONE_X, info=INFO_2X), *HEADLINE)
+    assert check.checked and check.stable and check.verdict == STABLE
+    assert check.at_1x.tied_first == check.at_2x.tied_first == ("topk",)
+    assert check.at_1x.beats_controls == check.at_2x.beats_controls == ("relu", "topk")
+    assert check.tau == pytest.approx(1.0) and check.tau_entries == 3
+    assert check.seeds == check.seeds_1x == ("0", "1", "2") and not check.sigma_2x_from_1x
+    assert check.changes == ()
+
+
+def test_two_well_separated_variants_that_swap_at_2x_are_not_stable():
+    check = check_headline(comparison(ONE_X), comparison({"topk": 0.70, "relu": 0.80, "pca": 0.60}, info=INFO_2X),
+                           *HEADLINE)
+    assert check.stable is False
+    assert (check.at_1x.tied_first, check.at_2x.tied_first) == (("topk",), ("relu",))
+    # One of the three pairs (topk, relu) is discordant: τ = (2 - 1) / 3.
+    assert check.tau == pytest.approx(1 / 3) and check.tau < 1
+    assert check.verdict.startswith("not stable at 2x budget: tied first topk → relu")
+    assert check.at_2x.beats_controls == ("relu", "topk")  # unchanged: only the first place moved
+    assert not any(c.startswith("beats controls") for c in check.changes)
+
+
+def test_a_control_that_wins_at_1x_and_loses_beyond_noise_at_2x_is_not_stable():
+    at_1x = comparison({"topk": 0.70, "pca": 0.80})
+    at_2x = comparison({"topk": 0.90, "pca": 0.80}, info=INFO_2X)
+    check = check_headline(at_1x, at_2x, *HEADLINE)
+    assert check.at_1x.control_best and not check.at_2x.control_best
+    assert (check.at_1x.tied_first, check.at_2x.tied_first) == (("pca",), ("topk",))
+    assert (check.at_1x.beats_controls, check.at_2x.beats_controls) == ((), ("topk",))
+    assert check.stable is False
+    assert "tied first pca (control) → topk" in check.changes
+    assert "beats controls none → topk" in check.changes
+    assert "a control is best at 1x, not at 2x" in check.changes
+    assert check.tau == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("two_x", [None, "empty", "other task"])
+def test_without_2x_rows_for_the_headline_there_is_no_check(two_x):
+    if two_x == "empty":
+        frame = comparison(ONE_X).iloc[0:0]
+    elif two_x == "other task":
+        frame = comparison(ONE_X, info=INFO_2X).assign(task="sparsity")
+    else:
+        frame = None
+    check = check_headline(comparison(ONE_X), frame, *HEADLINE)
+    assert not check.checked and check.stable is None and check.verdict == NO_CHECK
+    assert check.verdict == "no 2x budget check in this run"
+
+
+def test_a_2x_run_with_one_seed_uses_the_1x_pooled_std():
+    at_1x = comparison({"topk": 0.800, "relu": 0.790, "pca": 0.60})  # seed std 0.01 -> 2σ = 0.02
+    at_2x = comparison({"topk": 0.780, "relu": 0.795, "pca": 0.59}, seeds=(0,), info=INFO_2X)
+    check = check_headline(at_1x, at_2x, *HEADLINE)
+    full_sigma = pooled_std(matched_entries(at_1x, *HEADLINE[:4]))
+    assert full_sigma == pytest.approx(0.01)
+    assert check.sigma_2x_from_1x and check.at_2x.sigma == pytest.approx(full_sigma)
+    # On its own the 2x run has no std (σ = 0): relu 0.795 - 0.01 would beat topk 0.78 - 0.01.
+    # With the 1x σ, 0.015 < 2σ: both are tied first, as they are at 1x on the same seed.
+    assert check.at_2x.tied_first == ("relu", "topk")
+    assert check.at_1x.tied_first == ("relu", "topk") and check.at_1x.sigma == pytest.approx(full_sigma)
+    assert check.seeds == ("0",) and check.seeds_1x == ("0", "1", "2")
+    assert check.stable
+
+
+def test_both_budgets_are_read_on_the_seeds_they_share():
+    """Seed 2's 1x data draw is an outlier for topk; a 2x run of seeds 0 and 1 is compared with
+    1x on seeds 0 and 1 only, so the outlier cannot pass for an effect of the training length."""
+    at_1x = comparison(ONE_X, per_seed={("topk", 2): 0.40})
+    at_2x = comparison(ONE_X, seeds=(0, 1), info=INFO_2X)
+    check = check_headline(at_1x, at_2x, *HEADLINE)
+    assert check.seeds == ("0", "1")
+    assert check.at_1x.means["topk"] == pytest.approx(0.795)  # (0.79 + 0.80) / 2, seed 2 left out
+    assert check.stable and check.tau == pytest.approx(1.0)
+
+
+def test_a_variant_not_reached_at_2x_is_named():
+    at_2x = comparison(ONE_X, info=INFO_2X)
+    at_2x = at_2x[~((at_2x["variant"] == "relu") & (at_2x["l0"] == 32))]  # relu's sweep stops below 16
+    check = check_headline(comparison(ONE_X), at_2x, *HEADLINE)
+    assert check.stable is False and "not reached at 2x: relu" in check.changes
+    assert check.tau_entries == 2
+
+
+def test_the_given_sigma_rules_agree_with_matched_when_sigma_is_the_pooled_std():
+    entries = [Entry("a", 0.80, 0.01, 3, 3, True, "variant"), Entry("b", 0.79, 0.02, 3, 3, True, "variant"),
+               Entry("c", 0.70, 0.01, 3, 3, True, "variant"), Entry("pca", 0.75, 0.01, 3, 3, True, "control"),
+               Entry("ref", 0.99, 0.0, 3, 3, True, "reference"), Entry("mp", math.nan, 0.0, 0, 3, True, "variant")]
+    sigma = pooled_std(entries)
+    ranks = noise_ranks(entries, True)
+    assert tied_first(entries, True, sigma) == tuple(sorted(v for v, r in ranks.items() if r == 1))
+    assert beating_controls(entries, True, sigma) == tuple(
+        sorted(e.variant for e in entries if e.kind == "variant" and beats_controls(e, entries, True)))
+
+
+def test_check_headlines_checks_each_headline():
+    checks = check_headlines(comparison(ONE_X), comparison(ONE_X, info=INFO_2X),
+                             [HEADLINE, ("sparsity", "d", "dead_frac", 16.0, False)])
+    assert [c.verdict for c in checks] == [STABLE, NO_CHECK]
