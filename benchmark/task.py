@@ -17,8 +17,9 @@ class Task:
 
     - `metrics`: metric name -> higher_is_better. `evaluate` must return exactly these keys
       (or a subset, when a metric does not apply, e.g. `psnr_db` on non-image data).
-    - `epoch_callback(model, dataset, epoch) -> dict`: if defined, called after every training
-      epoch; its outputs reach `evaluate` as `trained.history[self.name]`.
+    - `epoch_callback(model, dataset, step) -> dict`: if defined, called at every convergence
+      check of training (every `check_every` steps; once an epoch in older versions, hence the
+      name); its outputs reach `evaluate` as `trained.history[self.name]`.
     - `reference_rows(dataset, config, seed) -> {row_name: metrics}`: rows of methods that are
       not SAEs (e.g. a pixel-space baseline), written with `row_name` in the variant column.
     - `plots(results, plot_dir) -> [(title, path)]`: figures embedded in the leaderboard.

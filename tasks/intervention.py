@@ -31,8 +31,9 @@ N_IMAGES = 64 test images: x' = clamp01(decode(z + Σ c_j e_j)), achieved Δ = x
   nonlinear decoder's curvature): it separates nothing the Tensor-SAE paper claims.
 - `strength_cv`: the unit-edit strength S = mean over (image, latent) of
   ‖clamp01(decode(z + s_k e_k)) − clamp01(decode(z))‖₂ (16 images, those 16 latents) measured
-  after every training epoch; std / mean (population std) of S over epochs ⌊E/2⌋+1..E. Left out
-  when fewer than 2 epochs are in that half, or for models that were not trained (controls).
+  at every convergence check of training (every `check_every` steps); std / mean (population std)
+  of S over checks ⌊E/2⌋+1..E. Left out when fewer than 2 checks are in that half, or for models
+  that were not trained (controls).
 
 Whitened data (`whitened_patches`): requests, edits, clamping and every measurement are in
 pixel space. The model's output is mapped through the inverse whitening (x = x_w W⁻¹ + μ,
@@ -375,10 +376,10 @@ class Intervention(Task):
             trace = blob["strength"]
             ax.plot(range(1, len(trace) + 1), trace, marker="o", markersize=3, label=variant)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("convergence check")
         ax.set_ylabel("strength: mean ‖Δ‖₂ of a unit edit")
         ax.set_yscale("log")
-        ax.set_title(f"Intervention strength after each epoch, {dataset_name} (one seed per variant)", fontsize=9)
+        ax.set_title(f"Intervention strength at each convergence check, {dataset_name} (one seed per variant)", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
