@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from scipy.stats import kendalltau
 
-from benchmark.matched import Entry, best_control, better_beyond_noise, matched_entries, pooled_std
+from benchmark.matched import Entry, beats_controls, matched_entries, noise_ranks, pooled_std
 
 STABLE = "stable at 2x budget"
 NOT_STABLE = "not stable at 2x budget"
@@ -114,21 +114,14 @@ def has_std(entries: list[Entry]) -> bool:
 
 
 def tied_first(entries: list[Entry], higher: bool, sigma: float) -> tuple[str, ...]:
-    """Rank-1 entries under `noise_ranks`' rule (variants and controls; nothing better beyond
-    noise), with σ given rather than pooled from the entries."""
-    ranked = [e for e in entries if e.kind != "reference" and e.reached]
-    return tuple(sorted(e.variant for e in ranked
-                        if not any(better_beyond_noise(o, e, higher, sigma) for o in ranked)))
+    """Rank-1 entries of `noise_ranks` (variants and controls) at the given σ."""
+    return tuple(sorted(name for name, rank in noise_ranks(entries, higher, sigma).items() if rank == 1))
 
 
 def beating_controls(entries: list[Entry], higher: bool, sigma: float) -> tuple[str, ...]:
-    """Variants better than the best control beyond noise (`beats_controls`' rule, σ given);
-    empty when no control reached the L0."""
-    control = best_control(entries, higher)
-    if control is None:
-        return ()
-    return tuple(sorted(e.variant for e in entries if e.kind == "variant" and e.reached
-                        and better_beyond_noise(e, control, higher, sigma)))
+    """Variants that `beats_controls` at the given σ; empty when no control reached the L0."""
+    return tuple(sorted(e.variant for e in entries
+                        if e.kind == "variant" and beats_controls(e, entries, higher, sigma)))
 
 
 def control_is_best(entries: list[Entry], higher: bool) -> bool:

@@ -127,12 +127,15 @@ def best_control(entries: list[Entry], higher_is_better: bool) -> Entry | None:
     return max(controls, key=lambda e: e.mean if higher_is_better else -e.mean)
 
 
-def beats_controls(entry: Entry, entries: list[Entry], higher_is_better: bool) -> bool | None:
-    """Better than the best control at this L0 beyond noise; None when no control reached it."""
+def beats_controls(entry: Entry, entries: list[Entry], higher_is_better: bool,
+                   sigma: float | None = None) -> bool | None:
+    """Better than the best control at this L0 beyond noise (σ: the entries' pooled std unless
+    given); None when no control reached it."""
     control = best_control(entries, higher_is_better)
     if control is None or not entry.reached:
         return None
-    return better_beyond_noise(entry, control, higher_is_better, pooled_std(entries))
+    sigma = pooled_std(entries) if sigma is None else sigma
+    return better_beyond_noise(entry, control, higher_is_better, sigma)
 
 
 def discriminates(entries: list[Entry], higher_is_better: bool) -> bool:
@@ -142,10 +145,11 @@ def discriminates(entries: list[Entry], higher_is_better: bool) -> bool:
     return any(better_beyond_noise(a, b, higher_is_better, sigma) for a in variants for b in variants)
 
 
-def noise_ranks(entries: list[Entry], higher_is_better: bool) -> dict[str, int]:
-    """Rank = 1 + the number of models (variants and controls) better beyond noise."""
+def noise_ranks(entries: list[Entry], higher_is_better: bool, sigma: float | None = None) -> dict[str, int]:
+    """Rank = 1 + the number of models (variants and controls) better beyond noise (σ: the
+    entries' pooled std unless given)."""
     ranked = [e for e in entries if e.kind != "reference" and e.reached]
-    sigma = pooled_std(entries)
+    sigma = pooled_std(entries) if sigma is None else sigma
     return {e.variant: 1 + sum(better_beyond_noise(o, e, higher_is_better, sigma) for o in ranked) for e in ranked}
 
 

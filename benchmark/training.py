@@ -117,15 +117,22 @@ def _batch_concepts(dataset: Dataset, idx):
 
 
 def training_step(model: SAE, optimiser: torch.optim.Optimizer, x: torch.Tensor,
-                  concepts: torch.Tensor | None = None) -> torch.Tensor:
+                  concepts: torch.Tensor | None = None, update_scale: torch.Tensor | None = None) -> torch.Tensor:
     """One optimiser step on the batch `x`; returns the detached loss (no device sync): a
     scalar, or the (M,) per-model losses of a stacked model (x then (M, B, ...)).
+    `update_scale` (M,): each stacked model moves by that fraction of Adam's update (its decay
+    phase; the update scaled after the fact equals Adam at rate scale x lr).
     `benchmark perf` times exactly this function."""
     codes = encode_batch(model, x, concepts)
     loss, _ = model.loss(x, model.decode(codes), codes)
     optimiser.zero_grad(set_to_none=True)
     loss.sum().backward()
+    before = None if update_scale is None else [p.detach().clone() for p in model.parameters()]
     optimiser.step()
+    if before is not None:
+        with torch.no_grad():
+            for p, old in zip(model.parameters(), before):
+                p.copy_(torch.lerp(old, p, update_scale.view(-1, *([1] * (p.ndim - 1)))))
     model.after_step()
     return loss.detach()
 
@@ -182,8 +189,7 @@ class Progress:
         if self.constant_until is None:
             if checked and self.plateau_step is None and step >= self.cfg.min_steps and has_converged(self.losses):
                 self.plateau_step = step
-                limit = min(limit, math.ceil(self.cfg.length * step))
-            elif self.plateau_step is not None:
+            if self.plateau_step is not None:
                 limit = min(limit, math.ceil(self.cfg.length * self.plateau_step))
             if step >= limit:
                 self.constant_until = step
@@ -250,7 +256,7 @@ def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams) 
         scales = [progresses[m].scale(step) for m in active]
         if stacked:
             x = torch.stack([batches[source_of[m]][0] for m in active])
-            losses = _stacked_step(module, optimiser, x, scales, cfg.lr)
+            losses = _stacked_step(module, optimiser, x, scales)
         else:
             x, concepts = batches[source_of[0]]
             optimiser.param_groups[0]["lr"] = cfg.lr * scales[0]
@@ -280,24 +286,12 @@ def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams) 
     return results
 
 
-def _stacked_step(module, optimiser, x, scales, lr) -> torch.Tensor:
-    """One step of a stack; models in their decay phase move by their scale of Adam's update
-    (the update scaled after the fact, which equals Adam at rate scale x lr)."""
+def _stacked_step(module, optimiser, x, scales) -> torch.Tensor:
+    """One step of a stack; models in their decay phase move by their scale of Adam's update."""
     if all(s == 1.0 for s in scales):
         return training_step(module, optimiser, x)
-    params = [p for p in module.parameters()]
-    before = [p.detach().clone() for p in params]
-    codes = module.encode(x)
-    loss, _ = module.loss(x, module.decode(codes), codes)
-    optimiser.zero_grad(set_to_none=True)
-    loss.sum().backward()
-    optimiser.step()
-    weight = torch.tensor(scales, dtype=params[0].dtype, device=params[0].device)
-    with torch.no_grad():
-        for p, old in zip(params, before):
-            p.copy_(torch.lerp(old, p, weight.view(-1, *([1] * (p.ndim - 1)))))
-    module.after_step()
-    return loss.detach()
+    param = next(module.parameters())
+    return training_step(module, optimiser, x, update_scale=torch.tensor(scales, dtype=param.dtype, device=param.device))
 
 
 def _sync(pending, progresses) -> None:
