@@ -4,7 +4,7 @@ A published run also re-trains each task's headline comparison (its headline dat
 variant and control, every sweep setting, at least one seed) at 2x the training length and writes
 those rows to `results-2x.csv` beside `results.csv`, same schema, same preset. The functions here
 compare the two, headline by headline, with the matched-L0 readings and the noise rules of
-`benchmark.matched`; they never touch the leaderboard's other tables (the 2x rows live in another
+`benchmark.matched` and `benchmark.paired`; they never touch the leaderboard's other tables (the 2x rows live in another
 frame, so they cannot enter them).
 
 Rules:
@@ -14,10 +14,12 @@ Rules:
   comparing a 2x run of seed 0 with the 1x mean over seeds 0-2 would mix the training length with
   the data draw; the 1x side is therefore re-read on the shared seeds, and equals the published
   summary when the 2x run has every seed.
-- **Noise.** Each side's σ is the pooled seed std of its own entries on the shared seeds (the
-  rule of `benchmark.matched`). A side with no entry read on two or more seeds (one shared seed)
-  has no std of its own and uses the pooled std of the full 1x comparison (every 1x seed); the
-  check says so (`sigma_2x_from_1x`).
+- **Noise.** With two or more shared seeds, each side is judged by the paired test of
+  `benchmark.paired` (per-seed differences on the shared seeds). With one shared seed (the
+  default's check) no paired test exists, and both sides use the one-seed rule: a difference is
+  beyond noise when it exceeds the 5% t quantile times the spread of that pair's per-seed
+  differences in the full 1x comparison (`paired.one_seed_rule`); the check says so
+  (`spread_from_1x`).
 - **Verdict.** At each budget: the entries tied first (rank 1 of `noise_ranks`' rule, controls
   included, references not ranked), the variants that beat every control beyond noise
   (`beats_controls`' rule) and whether a control has the best mean (the summary's rule). A
@@ -33,7 +35,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 from scipy.stats import kendalltau
 
-from benchmark.matched import Entry, beats_controls, matched_entries, noise_ranks, pooled_std
+from benchmark.matched import Better, Entry, beats_controls, better_paired, matched_entries, noise_ranks
+from benchmark.paired import one_seed_rule
 
 STABLE = "stable at 2x budget"
 NOT_STABLE = "not stable at 2x budget"
@@ -47,7 +50,7 @@ class Verdict:
     tied_first: tuple[str, ...]  # entries at rank 1 (controls included), sorted
     beats_controls: tuple[str, ...]  # variants better than the best control beyond noise, sorted
     control_best: bool  # the best mean belongs to a control
-    sigma: float  # the σ the verdict used
+    rule: str  # how "beyond noise" was decided
     means: dict[str, float]  # variant or control -> mean on the compared seeds (reached entries only)
     kinds: dict[str, str]  # variant or control -> "variant" / "control"
 
@@ -65,7 +68,7 @@ class BudgetCheck:
     seeds: tuple = ()  # the seeds compared (shared by both files); empty: no check
     at_1x: Verdict | None = None
     at_2x: Verdict | None = None
-    sigma_2x_from_1x: bool = False  # the 2x verdict had no std of its own
+    spread_from_1x: bool = False  # one shared seed: the one-seed rule with the 1x spread
     tau: float | None = None  # Kendall τ-b of the 1x and 2x means; None below two entries, nan if undefined
     tau_entries: int = 0
     changes: tuple[str, ...] = field(default=())  # what changed, when not stable
@@ -108,20 +111,36 @@ def _seed_order(seed: str):
         return (1, 0, seed)
 
 
-def has_std(entries: list[Entry]) -> bool:
-    """Some entry was read on two or more seeds (so `pooled_std` measures something)."""
-    return any(e.reached and e.seeds > 1 for e in entries)
+PAIRED_RULE = "paired t-test over the shared seeds"
+ONE_SEED_RULE = "one seed: each pair's spread from the full 1x comparison"
 
 
-def tied_first(entries: list[Entry], higher: bool, sigma: float) -> tuple[str, ...]:
-    """Rank-1 entries of `noise_ranks` (variants and controls) at the given σ."""
-    return tuple(sorted(name for name, rank in noise_ranks(entries, higher, sigma).items() if rank == 1))
+def one_seed_better(reference: list[Entry]) -> Better:
+    """`paired.one_seed_rule` for entries read on one seed, each pair's spread taken from its
+    per-seed differences in `reference` (the full 1x comparison)."""
+    by_name = {e.variant: e for e in reference}
+
+    def better(a: Entry, b: Entry, higher: bool) -> bool:
+        ref_a, ref_b = by_name.get(a.variant), by_name.get(b.variant)
+        if ref_a is None or ref_b is None:
+            return False
+        sign = 1.0 if higher else -1.0
+        seeds = sorted(set(ref_a.by_seed) & set(ref_b.by_seed))
+        spread = [sign * (ref_a.by_seed[s] - ref_b.by_seed[s]) for s in seeds]
+        return one_seed_rule(spread, sign * (a.mean - b.mean))
+
+    return better
 
 
-def beating_controls(entries: list[Entry], higher: bool, sigma: float) -> tuple[str, ...]:
-    """Variants that `beats_controls` at the given σ; empty when no control reached the L0."""
+def tied_first(entries: list[Entry], higher: bool, better: Better = better_paired) -> tuple[str, ...]:
+    """Rank-1 entries of `noise_ranks` (variants and controls) under the given rule."""
+    return tuple(sorted(name for name, rank in noise_ranks(entries, higher, better).items() if rank == 1))
+
+
+def beating_controls(entries: list[Entry], higher: bool, better: Better = better_paired) -> tuple[str, ...]:
+    """Variants that `beats_controls` under the given rule; empty when no control reached the L0."""
     return tuple(sorted(e.variant for e in entries
-                        if e.kind == "variant" and beats_controls(e, entries, higher, sigma)))
+                        if e.kind == "variant" and beats_controls(e, entries, higher, better)))
 
 
 def control_is_best(entries: list[Entry], higher: bool) -> bool:
@@ -133,10 +152,10 @@ def control_is_best(entries: list[Entry], higher: bool) -> bool:
     return all(e.kind == "control" for e in ranked if e.mean == best)
 
 
-def read_verdict(entries: list[Entry], higher: bool, sigma: float) -> Verdict:
+def read_verdict(entries: list[Entry], higher: bool, better: Better, rule: str) -> Verdict:
     ranked = [e for e in entries if e.kind != "reference" and e.reached]
-    return Verdict(tied_first(entries, higher, sigma), beating_controls(entries, higher, sigma),
-                   control_is_best(entries, higher), sigma,
+    return Verdict(tied_first(entries, higher, better), beating_controls(entries, higher, better),
+                   control_is_best(entries, higher), rule,
                    {e.variant: e.mean for e in ranked}, {e.variant: e.kind for e in ranked})
 
 
@@ -190,14 +209,12 @@ def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, ta
     full_1x = matched_entries(results_1x, task, dataset, metric, l0)
     entries_1x = matched_entries(_on_seeds(results_1x, shared), task, dataset, metric, l0)
     entries_2x = matched_entries(_on_seeds(results_2x, shared), task, dataset, metric, l0)
-    sigma_full = pooled_std(full_1x)
-    sigma_1x = pooled_std(entries_1x) if has_std(entries_1x) else sigma_full
-    from_1x = not has_std(entries_2x)
-    sigma_2x = sigma_full if from_1x else pooled_std(entries_2x)
-    at_1x, at_2x = read_verdict(entries_1x, higher, sigma_1x), read_verdict(entries_2x, higher, sigma_2x)
+    from_1x = len(shared) < 2
+    better, rule = (one_seed_better(full_1x), ONE_SEED_RULE) if from_1x else (better_paired, PAIRED_RULE)
+    at_1x, at_2x = read_verdict(entries_1x, higher, better, rule), read_verdict(entries_2x, higher, better, rule)
     tau, n = rank_correlation(at_1x, at_2x)
     return BudgetCheck(**base, seeds=tuple(sorted(shared, key=_seed_order)), at_1x=at_1x, at_2x=at_2x,
-                       sigma_2x_from_1x=from_1x, tau=tau, tau_entries=n, changes=_changes(at_1x, at_2x))
+                       spread_from_1x=from_1x, tau=tau, tau_entries=n, changes=_changes(at_1x, at_2x))
 
 
 def check_headlines(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None,
@@ -213,12 +230,12 @@ def tau_text(check: BudgetCheck) -> str:
 
 
 def seeds_text(check: BudgetCheck) -> str:
-    """"3", or "1 of 3 (seed 0; σ from 1x)" when fewer seeds were compared than 1x has."""
+    """"3", or "1 of 3 (seed 0; spread from 1x)" when fewer seeds were compared than 1x has."""
     text = f"{len(check.seeds)}"
     notes = []
     if len(check.seeds) < len(check.seeds_1x):
         text += f" of {len(check.seeds_1x)}"
         notes.append(("seed " if len(check.seeds) == 1 else "seeds ") + ", ".join(check.seeds))
-    if check.sigma_2x_from_1x:
-        notes.append("σ from 1x")
+    if check.spread_from_1x:
+        notes.append("spread from 1x")
     return text + (f" ({'; '.join(notes)})" if notes else "")

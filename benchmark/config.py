@@ -40,8 +40,9 @@ from benchmark.training import MIN_PLATEAU_STEPS, SCHEDULES, TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants",
-                  "cell_timeout", "comparison", "controls", "budget_check"}
+                  "cell_timeout", "comparison", "controls", "budget_check", "evaluation"}
 BUDGET_CHECK_KEYS = {"length", "seeds"}
+EVALUATION_KEYS = {"seeds"}
 HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0", "seeds"}
 TRAIN_KEYS = {"epochs", "batch_size", "lr", "max_steps", "min_steps", "check_every", "schedule",
               "decay_fraction", "stream"}
@@ -73,6 +74,7 @@ class Preset:
     comparison: dict = None  # l0_targets, headline_l0
     controls: dict = None  # control name -> its parameters
     budget_check: dict | None = None  # {length: 2, seeds: 1}: headlines re-trained longer; None: none
+    eval_seeds: int = 1  # `evaluation: {seeds: n}`: evaluation seeds of eval-seeded tasks' headlines
 
     def __post_init__(self):
         self.comparison = dict(DEFAULT_COMPARISON, **(self.comparison or {}))
@@ -268,6 +270,10 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
                                or not isinstance(budget.get("length", 2), (int, float)) or budget.get("length", 2) <= 1
                                or not isinstance(budget.get("seeds", 1), int) or budget.get("seeds", 1) < 1):
         _fail(source, "'budget_check' must be a mapping {length: a number > 1, seeds: a positive integer}")
+    evaluation = raw.get("evaluation", {})
+    if (not isinstance(evaluation, dict) or set(evaluation) - EVALUATION_KEYS
+            or not isinstance(evaluation.get("seeds", 1), int) or evaluation.get("seeds", 1) < 1):
+        _fail(source, "'evaluation' must be a mapping {seeds: a positive integer}")
     cell_timeout = raw.get("cell_timeout")
     if cell_timeout is not None and (not isinstance(cell_timeout, (int, float)) or cell_timeout <= 0):
         _fail(source, "'cell_timeout' must be a positive number of seconds")
@@ -288,6 +294,7 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         controls=controls,
         budget_check=None if budget is None else {"length": float(budget.get("length", 2)),
                                                   "seeds": int(budget.get("seeds", 1))},
+        eval_seeds=int(evaluation.get("seeds", 1)),
     )
 
 

@@ -21,8 +21,10 @@ import pandas as pd
 from benchmark import budget_check
 from benchmark.config import DEFAULT_COMPARISON, load_preset
 from benchmark.errors import UserError
-from benchmark.matched import (Entry, beats_controls, discriminates, matched_entries, noise_ranks,
-                               pooled_std)
+from benchmark.eval_noise import variance_split
+from benchmark.matched import (Entry, beats_controls, best_control, matched_entries, noise_ranks, paired,
+                               separated_pairs)
+from benchmark.paired import LEVEL
 from benchmark.registry import TASKS
 from benchmark.results import latest_runs, read_results
 from benchmark.task import get_task
@@ -85,6 +87,25 @@ def budget_path(results_path: Path) -> Path:
     """The 2x-training results beside a results file: results.csv -> results-2x.csv."""
     results_path = Path(results_path)
     return results_path.with_name(f"{results_path.stem}-2x{results_path.suffix}")
+
+
+def separation_text(entries: list[Entry], higher: bool) -> str:
+    """"paired test over 3 seeds separates 5 of 28 variant pairs", or says it separates none."""
+    separated, pairs = separated_pairs(entries, higher)
+    seeds = sorted({len(e.by_seed) for e in entries if e.kind == "variant" and e.reached})
+    over = "/".join(map(str, seeds)) if seeds else "0"
+    if separated:
+        return f"paired test over {over} seeds separates {separated} of {pairs} variant pairs"
+    return f"paired test over {over} seeds: **does not separate any two variants beyond noise**"
+
+
+def control_difference_text(entries: list[Entry], name: str, higher: bool) -> str:
+    """A variant's paired difference to the best control with its interval ("—" for the rest)."""
+    entry = next((e for e in entries if display_name(e) == name), None)
+    control = best_control(entries, higher)
+    if entry is None or entry.kind != "variant" or control is None or not entry.reached:
+        return "—"
+    return paired(entry, control, higher).text() + f" vs {control.variant}"
 
 
 class Leaderboard:
@@ -170,8 +191,8 @@ class Leaderboard:
         details = []
         if len(check.seeds) < len(check.seeds_1x):
             details.append(("seed " if len(check.seeds) == 1 else "seeds ") + ", ".join(check.seeds))
-        if check.sigma_2x_from_1x:
-            details.append("2x σ taken from 1x: one seed at 2x")
+        if check.spread_from_1x:
+            details.append("one seed at 2x: each pair's spread taken from 1x")
         suffix = f" ({'; '.join(details)})" if details else ""
         if check.stable:
             return budget_check.STABLE + suffix
@@ -182,13 +203,10 @@ class Leaderboard:
         columns, notes = [], []
         for task, dataset, target, higher, entries in self.headlines():
             columns.append((task, dataset, target, higher, entries))
-            sigma = pooled_std(entries)
-            verdict = "separates variants beyond noise" if discriminates(entries, higher) else \
-                "**does not separate any two variants beyond noise**"
             control = [e for e in entries if e.kind == "control" and e.reached]
             winner = best_of(entries, higher)
             won_by_control = bool(winner) and all(v in {c.variant for c in control} for v in winner)
-            notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): 2σ = {2 * sigma:.3g}; {verdict}"
+            notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): {separation_text(entries, higher)}"
                          + ("; **a control is best**" if won_by_control else "")
                          + "; " + self.budget_note(task.name))
         names = []
@@ -213,8 +231,10 @@ class Leaderboard:
             rows.append([name, *cells])
         legend = (f"Each column: the task's headline metric on its headline dataset, read at that dataset's headline "
                   f"L0 by interpolating every variant's sparsity sweep in log L0 (per seed, then mean ± std over "
-                  f"seeds). #n: rank, counting only models better by more than 2 × the pooled seed std σ (ties "
-                  f"within noise share a rank); there is no overall rank, since the columns are not comparable. "
+                  f"seeds). #n: rank, counting only the models better beyond noise: a two-sided paired t-test "
+                  f"of the per-seed differences (every model of a seed sees the same data draw) at "
+                  f"{LEVEL:.0%}, per comparison (ties within noise share a rank; models read on different "
+                  f"seeds are not compared); there is no overall rank, since the columns are not comparable. "
                   f"{BEATS}: better than the best control beyond noise. {NOT_REACHED}: the sweep does not reach this "
                   f"L0. {UNCONVERGED}: read from a model whose training did not converge. Best in bold.")
         return "## Summary at the headline L0\n\n" + legend + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(notes)
@@ -226,9 +246,10 @@ class Leaderboard:
                             "comparison re-trained at 2x the training length).")
         legend = ("Each task's headline comparison re-trained at 2x the training length (`results-2x.csv`), "
                   "against the same comparison at 1x; these rows enter no other table or figure. Both budgets are "
-                  "read on the seeds the two runs share (the 1x column equals the summary when 2x has every seed); "
-                  "each side's σ is its own pooled seed std, or the full 1x comparison's when it has one seed. "
-                  f"Tied first: rank 1 within 2σ, controls included. Beats controls: {BEATS} at that budget. "
+                  "read on the seeds the two runs share (the 1x column equals the summary when 2x has every seed), "
+                  "each with the paired test over those seeds; on one shared seed, a difference is beyond noise "
+                  "when it exceeds the 5% t quantile times that pair's per-seed spread in the full 1x comparison. "
+                  f"Tied first: rank 1 (nothing better beyond noise), controls included. Beats controls: {BEATS} at that budget. "
                   "Kendall τ (τ-b) of the 1x and 2x means, over the variants and controls reached at both (how "
                   "many in brackets). Stable: the tied-first and beats-controls sets are the same at both budgets.")
         rows = []
@@ -249,6 +270,31 @@ class Leaderboard:
         header = ["task", "dataset", "L0", "1x tied first", "2x tied first", "1x beats controls",
                   "2x beats controls", "Kendall τ (entries)", "seeds at 2x", "verdict"]
         return title + legend + "\n\n" + markdown_table(header, rows)
+
+    def eval_noise_section(self) -> str:
+        legend = ("Where each headline's spread comes from: its values at the headline L0 per training seed and "
+                  "evaluation seed, split as a one-way random-effects ANOVA per variant and control (training: the "
+                  "variance of the models' means over training seeds beyond what the evaluation noise explains; "
+                  "evaluation: the mean variance over evaluation seeds), averaged over the entries "
+                  "(benchmark/eval_noise.py). Only tasks whose evaluation draws randomness take evaluation seeds "
+                  "(the preset's `evaluation: {seeds: n}`, on their headline dataset); the others are deterministic "
+                  "given a training seed's test split.")
+        rows = []
+        for task, dataset, target, _, _ in self.headlines():
+            if not task.eval_seeded:
+                rows.append([f"`{task.name}`", dataset, f"{target:g}", "—", "—", "—", "0 (deterministic evaluation)"])
+                continue
+            split = variance_split(self.results, task.name, dataset, task.headline, target)
+            if split is None:
+                rows.append([f"`{task.name}`", dataset, f"{target:g}", "—", "—", "—",
+                             "n/a (one evaluation seed, or one training seed, in this run)"])
+                continue
+            rows.append([f"`{task.name}`", dataset, f"{target:g}",
+                         f"{split.training_seeds} × {split.evaluation_seeds} ({split.entries} entries)",
+                         f"{split.training:.3g}", f"{split.evaluation:.3g}", f"{split.evaluation_share:.0%}"])
+        header = ["task", "dataset", "L0", "training × evaluation seeds", "training variance",
+                  "evaluation variance", "evaluation share"]
+        return "## Evaluation noise\n\n" + legend + "\n\n" + markdown_table(header, rows)
 
     def status_text(self, task: str, dataset: str, variant: str) -> str:
         rows = self.not_ok(task, dataset)
@@ -280,10 +326,12 @@ class Leaderboard:
         verdict = ""
         if headline:
             higher = task.metrics[task.headline]
-            verdict = (f"\n\n`{task.headline}` at L0 {target:g}: 2σ = {2 * pooled_std(headline):.3g}; "
-                       + ("separates variants beyond noise." if discriminates(headline, higher)
-                          else "**does not separate any two variants beyond noise.**"))
+            verdict = f"\n\n`{task.headline}` at L0 {target:g}: {separation_text(headline, higher)}."
+            for row, name in zip(rows, names):
+                row.append(control_difference_text(headline, name, higher))
         header = ["model", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
+        if headline:
+            header.append(f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]")
         return f"#### L0 = {target:g}\n\n" + markdown_table(header, rows) + verdict
 
     def task_section(self, task) -> str:
@@ -354,7 +402,7 @@ class Leaderboard:
     def render(self) -> str:
         head = (f"# SAE benchmark leaderboard\n\nPreset `{self.preset_name}`"
                 + (f": {self.preset.description}" if self.preset else "") + "\n")
-        sections = [head, self.summary(), self.budget_section(), *(self.task_section(t) for t in self.tasks()),
+        sections = [head, self.summary(), self.budget_section(), self.eval_noise_section(), *(self.task_section(t) for t in self.tasks()),
                     self.convergence(), self.footer()]
         return "\n\n".join(s for s in sections if s) + "\n"
 

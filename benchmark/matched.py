@@ -5,32 +5,40 @@ each (variant, seed)'s sweep by linear interpolation in log L0 between the two m
 bracket t (a model exactly at t is used as it is), then averaged over seeds. Outside the swept
 range it is "not reached", never extrapolated.
 
-Noise: the pooled seed std σ of a comparison is the root mean of the per-entry seed variances
-(entries with at least two seeds). Entry A is better than B *beyond noise* when it is better by
-more than 2σ. A variant *beats the controls* when it is better than the best control at the same
-L0 beyond noise; a comparison *discriminates* when some pair of variants differs beyond noise;
-ranks count the entries better beyond noise (ties within noise share a rank).
+Noise: entry A is better than B *beyond noise* when a paired test across the seeds both were
+read on says so (benchmark/paired.py: per-seed differences, two-sided paired t-test at 5%). A
+variant *beats the controls* when it is better than the best control (by mean) at the same L0
+beyond noise; `separated_pairs` counts the pairs of variants that differ beyond noise; ranks
+count the entries better beyond noise (ties within noise share a rank). Each of these takes the
+rule as an argument (`better`), so the budget check can apply its one-seed rule through them.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from benchmark.paired import Difference, difference
 from benchmark.registry import CONTROLS
-
-NOISE_MULTIPLE = 2.0
 
 
 def is_control_name(variant: str) -> bool:
     return variant in CONTROLS
 
 
-def model_rows(results: pd.DataFrame, task: str, dataset: str, metric: str) -> pd.DataFrame:
-    """ok rows of one metric that come from a model (they have an L0)."""
+def model_rows(results: pd.DataFrame, task: str, dataset: str, metric: str, by_eval_seed: bool = False) -> pd.DataFrame:
+    """ok rows of one metric that come from a model (they have an L0), one per model: a model
+    evaluated under several evaluation seeds gets the mean of its evaluations (every row, with
+    its `eval_seed`, when `by_eval_seed`)."""
     rows = results[(results["task"] == task) & (results["dataset"] == dataset) & (results["metric"] == metric)
                    & (results["status"] == "ok")]
-    return rows[pd.to_numeric(rows["l0"], errors="coerce").notna()].assign(l0=lambda r: r["l0"].astype(float))
+    rows = rows[pd.to_numeric(rows["l0"], errors="coerce").notna()].assign(l0=lambda r: r["l0"].astype(float))
+    if by_eval_seed or "eval_seed" not in rows or rows["eval_seed"].nunique() < 2:
+        return rows
+    model = ["variant", "setting", "seed"]
+    return rows.groupby(model, as_index=False, sort=False).agg(
+        {c: "mean" if c == "value" else "first" for c in rows.columns if c not in model})
 
 
 def reference_rows(results: pd.DataFrame, task: str, dataset: str, metric: str) -> pd.DataFrame:
@@ -70,27 +78,29 @@ class Entry:
     of_seeds: int  # seeds it has
     converged: bool  # every model the value was read from converged
     kind: str  # "variant", "control" or "reference"
+    by_seed: dict = field(default_factory=dict)  # seed -> value at the target (seeds that reached it)
 
     @property
     def reached(self) -> bool:
         return self.seeds > 0
 
 
-def _seed_values(rows: pd.DataFrame, target: float) -> tuple[list[float], bool]:
-    values, converged = [], True
-    for _, seed_rows in rows.groupby("seed"):
+def _seed_values(rows: pd.DataFrame, target: float) -> tuple[dict, bool]:
+    values, converged = {}, True
+    for seed, seed_rows in rows.groupby(rows["seed"].astype(str)):
         found = interpolate(seed_rows["l0"].to_numpy(), seed_rows["value"].to_numpy(), target)
         if found is not None:
-            values.append(found[0])
+            values[seed] = found[0]
             used = seed_rows.iloc[found[1]]
             converged &= bool((used["converged"].astype(str) == "True").all())
     return values, converged
 
 
-def _summarise(variant: str, values: list[float], of_seeds: int, converged: bool, kind: str) -> Entry:
+def _summarise(variant: str, by_seed: dict, of_seeds: int, converged: bool, kind: str) -> Entry:
+    values = list(by_seed.values())
     mean = float(np.mean(values)) if values else math.nan
     std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return Entry(variant, mean, std, len(values), of_seeds, converged, kind)
+    return Entry(variant, mean, std, len(values), of_seeds, converged, kind, dict(by_seed))
 
 
 def matched_entries(results: pd.DataFrame, task: str, dataset: str, metric: str, target: float) -> list[Entry]:
@@ -104,20 +114,22 @@ def matched_entries(results: pd.DataFrame, task: str, dataset: str, metric: str,
         entries.append(_summarise(variant, values, variant_rows["seed"].nunique(), converged, kind))
     refs = reference_rows(results, task, dataset, metric)
     for variant, ref_rows in refs.groupby("variant", sort=True):
-        values = ref_rows.groupby("seed")["value"].mean().tolist()
+        values = ref_rows.groupby(ref_rows["seed"].astype(str))["value"].mean().to_dict()
         entries.append(_summarise(variant, values, len(values), True, "reference"))
     entries.sort(key=lambda e: ({"variant": 0, "control": 1, "reference": 2}[e.kind], e.variant))
     return entries
 
 
-def pooled_std(entries: list[Entry]) -> float:
-    variances = [e.std**2 for e in entries if e.reached and e.seeds > 1]
-    return math.sqrt(sum(variances) / len(variances)) if variances else 0.0
+Better = Callable[[Entry, Entry, bool], bool]  # (a, b, higher_is_better) -> a better beyond noise
 
 
-def better_beyond_noise(a: Entry, b: Entry, higher_is_better: bool, sigma: float) -> bool:
-    margin = (a.mean - b.mean) if higher_is_better else (b.mean - a.mean)
-    return margin > NOISE_MULTIPLE * sigma
+def paired(a: Entry, b: Entry, higher_is_better: bool) -> Difference:
+    """A against B through their per-seed differences (positive favours A)."""
+    return difference(a.by_seed, b.by_seed, higher_is_better)
+
+
+def better_paired(a: Entry, b: Entry, higher_is_better: bool) -> bool:
+    return paired(a, b, higher_is_better).a_better
 
 
 def best_control(entries: list[Entry], higher_is_better: bool) -> Entry | None:
@@ -128,29 +140,26 @@ def best_control(entries: list[Entry], higher_is_better: bool) -> Entry | None:
 
 
 def beats_controls(entry: Entry, entries: list[Entry], higher_is_better: bool,
-                   sigma: float | None = None) -> bool | None:
-    """Better than the best control at this L0 beyond noise (σ: the entries' pooled std unless
-    given); None when no control reached it."""
+                   better: Better = better_paired) -> bool | None:
+    """Better than the best control (by mean) at this L0 beyond noise; None when no control
+    reached it."""
     control = best_control(entries, higher_is_better)
     if control is None or not entry.reached:
         return None
-    sigma = pooled_std(entries) if sigma is None else sigma
-    return better_beyond_noise(entry, control, higher_is_better, sigma)
+    return better(entry, control, higher_is_better)
 
 
-def discriminates(entries: list[Entry], higher_is_better: bool) -> bool:
-    """Some pair of variants (controls and references aside) differs beyond noise."""
+def separated_pairs(entries: list[Entry], higher_is_better: bool, better: Better = better_paired) -> tuple[int, int]:
+    """(pairs of variants that differ beyond noise, pairs of variants), controls and references aside."""
     variants = [e for e in entries if e.kind == "variant" and e.reached]
-    sigma = pooled_std(entries)
-    return any(better_beyond_noise(a, b, higher_is_better, sigma) for a in variants for b in variants)
+    pairs = [(a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]
+    return sum(better(a, b, higher_is_better) or better(b, a, higher_is_better) for a, b in pairs), len(pairs)
 
 
-def noise_ranks(entries: list[Entry], higher_is_better: bool, sigma: float | None = None) -> dict[str, int]:
-    """Rank = 1 + the number of models (variants and controls) better beyond noise (σ: the
-    entries' pooled std unless given)."""
+def noise_ranks(entries: list[Entry], higher_is_better: bool, better: Better = better_paired) -> dict[str, int]:
+    """Rank = 1 + the number of models (variants and controls) better beyond noise."""
     ranked = [e for e in entries if e.kind != "reference" and e.reached]
-    sigma = pooled_std(entries) if sigma is None else sigma
-    return {e.variant: 1 + sum(better_beyond_noise(o, e, higher_is_better, sigma) for o in ranked) for e in ranked}
+    return {e.variant: 1 + sum(better(o, e, higher_is_better) for o in ranked) for e in ranked}
 
 
 def headline_settings(results: pd.DataFrame, task: str, dataset: str, target: float | None = None) -> dict[str, str]:

@@ -50,9 +50,11 @@ class ModelSpec:
             del fields["source"]
         return fields
 
-    def key(self, callbacks: list[str]) -> str:
+    def key(self, callbacks: list[str], init_seed: int | None = None) -> str:
+        """The model cache's key; `init_seed` (a same-data twin's initialisation) only when given."""
+        twin = {} if init_seed is None else {"init_seed": init_seed}
         return content_hash(dict(self.identity(), callbacks=callbacks, suite_version=SUITE_VERSION,
-                                 code=training_code_digest()))
+                                 code=training_code_digest(), **twin))
 
 
 @functools.cache

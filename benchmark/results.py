@@ -2,8 +2,10 @@
 
 Schema 2 adds `setting` (the sparsity setting) and `l0` (the model's achieved test L0) after
 `seed`, and `converged` and `steps` (its training) after `config_hash`; schema 3 adds `step_cap`
-(the cap on its constant-rate steps) after `steps`. Version-1 and version-2 files are migrated
-when read (see `migrate_v1`, `migrate_v2`); a file of an unknown version is refused.
+(the cap on its constant-rate steps) after `steps`; schema 4 adds `eval_seed` (the evaluation
+seed of tasks whose evaluation draws randomness; 0 everywhere else) at the end. Files of
+versions 1 to 3 are migrated when read (`migrate_v1`, `migrate_v2`, `migrate_v3`); a file of an
+unknown version is refused.
 
 Every write rewrites the file through a temporary file and an atomic rename, under an exclusive
 lock, so a run killed at any moment (even with SIGKILL) leaves either the old or the new file,
@@ -29,7 +31,7 @@ from benchmark.errors import UserError
 COLUMNS = [
     "schema_version", "run_id", "timestamp_utc", "git_commit", "suite_version", "preset",
     "device", "torch_version", "task", "dataset", "variant", "seed", "setting", "l0", "metric", "value",
-    "higher_is_better", "status", "message", "config_hash", "converged", "steps", "step_cap",
+    "higher_is_better", "status", "message", "config_hash", "converged", "steps", "step_cap", "eval_seed",
 ]
 V1_SETTING = "default"  # the one setting every version-1 model had
 FINISHED = ("ok", "skipped")  # an `error` cell is retried by the next run
@@ -82,7 +84,7 @@ def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int
               config_hash: str, setting: str = V1_SETTING, l0: float = float("nan"),
               converged: bool | None = None, steps: int | None = None, step_cap: int | None = None,
               metrics: dict[str, float] | None = None, directions: dict[str, bool] | None = None,
-              status: str = "ok", message: str = "") -> list[dict]:
+              status: str = "ok", message: str = "", eval_seed: int = 0) -> list[dict]:
     """One row per metric; a skipped or error cell is one row with an empty metric. `converged`
     and `steps` are empty where no model was trained (references, failed cells)."""
     common = dict(
@@ -93,6 +95,7 @@ def make_rows(info: RunInfo, *, task: str, dataset: str, variant: str, seed: int
         variant=variant, seed=seed, setting=setting, l0=float(l0), status=status, message=message,
         config_hash=config_hash, converged="" if converged is None else bool(converged),
         steps="" if steps is None else int(steps), step_cap="" if step_cap is None else int(step_cap),
+        eval_seed=int(eval_seed),
     )
     if status != "ok":
         return [dict(common, metric="", value=float("nan"), higher_is_better="")]
@@ -122,6 +125,13 @@ def migrate_v2(frame: pd.DataFrame) -> pd.DataFrame:
     """Schema 2 -> 3: the step cap was never recorded (training ran a fixed number of epochs)."""
     frame = frame.copy()
     frame["step_cap"] = ""
+    return migrate_v3(frame)
+
+
+def migrate_v3(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema 3 -> 4: every evaluation was the task's one draw, evaluation seed 0."""
+    frame = frame.copy()
+    frame["eval_seed"] = 0
     frame["schema_version"] = SCHEMA_VERSION
     return frame[COLUMNS]
 
@@ -156,6 +166,8 @@ def read_results(path: Path) -> pd.DataFrame:
         return migrate_v1(frame)
     if versions == {2}:
         return migrate_v2(frame)
+    if versions == {3}:
+        return migrate_v3(frame)
     if versions != {SCHEMA_VERSION} or set(COLUMNS) - set(frame.columns):
         raise UserError(f"{path} has schema version(s) {sorted(map(str, versions))}; this suite reads "
                         f"versions 1 to {SCHEMA_VERSION}: move the file away or re-run into a new --out")

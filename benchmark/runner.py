@@ -30,6 +30,7 @@ from benchmark.isolation import Job, run_in_process, run_jobs, start_method
 from benchmark.plan import Cell, ModelSpec, Planner  # noqa: F401 (ModelSpec re-exported)
 from benchmark.registry import CONTROLS, DATASETS, TASKS, VARIANTS
 from benchmark.results import ResultsFile, RunInfo, make_rows
+from benchmark.seed_pass import seed_task_rows
 from benchmark.submission import (canonical_spec, is_external, load_variant_config, resolve_variant,
                                   source_hash, variant_name, with_variant_config)
 from benchmark.task import NotScorable, get_task
@@ -225,19 +226,33 @@ class Runner:
         return child
 
     def tasks_for(self, dataset: str, selected_only: bool = True) -> list:
+        """The tasks that score each cell of `dataset` (across-seeds tasks run after the grid)."""
         names = self.tasks if selected_only else [t for t in TASKS.names() if t in self.preset.tasks]
-        return [get_task(t) for t in names if dataset in self.preset.task_datasets(t)]
+        tasks = [get_task(t) for t in names if dataset in self.preset.task_datasets(t)]
+        return [t for t in tasks if not t.across_seeds]
 
     def model_spec(self, cell: Cell) -> ModelSpec:
         return self.planner.model_spec(cell, self.datasets[cell.dataset, cell.seed])
 
     def config_hash(self, task: str, cell: Cell, model_identity: dict) -> str:
+        evaluations = len(self.eval_seeds_for(get_task(task), cell.dataset))
+        if evaluations > 1:  # (the identity of a one-evaluation cell is what it was before eval seeds)
+            model_identity = dict(model_identity, eval_seeds=evaluations)
         return self.planner.config_hash(task, cell, model_identity)
 
+    def eval_seeds_for(self, task, dataset: str) -> list[int]:
+        """`task`'s evaluation seeds on `dataset`: the preset's `evaluation: {seeds: n}` on the
+        headline dataset of a task whose evaluation draws randomness (`eval_seeded`), else [0]."""
+        if task.eval_seeded and dataset == task.headline_dataset(self.preset.task_datasets(task.name)):
+            return list(range(self.preset.eval_seeds))
+        return [0]
+
     # ----- one cell -----
-    def train(self, cell: Cell, spec: ModelSpec) -> TrainedModel:
+    def train(self, cell: Cell, spec: ModelSpec, init_seed: int | None = None) -> TrainedModel:
+        """The cell's model from the cache, or trained (a control fitted) now. `init_seed`: a
+        same-data twin initialised from another seed (the data stream stays the cell's)."""
         dataset = self.on_device(cell.dataset, cell.seed)
-        torch.manual_seed(cell.seed)
+        torch.manual_seed(cell.seed if init_seed is None else init_seed)
         cls = self.variant_class(cell.variant)
         model = cls(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
         if not is_trainable(cls):  # a control (or a loaded checkpoint): fitted, never trained
@@ -247,7 +262,7 @@ class Runner:
             return TrainedModel(model=model, trained=False)
         callbacks = {t.name: t.epoch_callback for t in self.tasks_for(cell.dataset, selected_only=False)
                      if t.epoch_callback is not None}
-        key = spec.key(sorted(callbacks))
+        key = spec.key(sorted(callbacks), init_seed)
         trained = self.cache.load(key, model)
         if trained is None:
             progress = self.options.progress and self.jobs == 1  # parallel bars would garble
@@ -255,18 +270,19 @@ class Runner:
             self.cache.save(key, trained)
         return trained
 
-    def train_group(self, cells: list[Cell], specs: list[ModelSpec]) -> list[TrainedModel]:
+    def train_group(self, cells: list[Cell], specs: list[ModelSpec], init_seed: int | None = None) -> list[TrainedModel]:
         """The models of one stackable sweep: those in the cache are loaded, the others trained
-        together as one stack (benchmark/stacking.py) and cached one by one."""
+        together as one stack (benchmark/stacking.py) and cached one by one (`init_seed`: as
+        in `train`)."""
         cls = self.variant_class(cells[0].variant)
         callbacks = {t.name: t.epoch_callback for t in self.tasks_for(cells[0].dataset, selected_only=False)
                      if t.epoch_callback is not None}
         trained, todo = [], []
         for i, (cell, spec) in enumerate(zip(cells, specs)):
             dataset = self.on_device(cell.dataset, cell.seed)
-            torch.manual_seed(cell.seed)  # the same initialisation as the cell trained alone
+            torch.manual_seed(cell.seed if init_seed is None else init_seed)  # as if trained alone
             model = cls(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
-            trained.append(self.cache.load(spec.key(sorted(callbacks)), model))
+            trained.append(self.cache.load(spec.key(sorted(callbacks), init_seed), model))
             if trained[-1] is None:
                 todo.append((i, model, dataset))
         if todo:
@@ -274,7 +290,7 @@ class Runner:
                                  [cells[i].seed for i, _, _ in todo], callbacks,
                                  self.options.progress and self.jobs == 1, hparams=[specs[i].hparams for i, _, _ in todo])
             for (i, _, _), result in zip(todo, fresh):
-                self.cache.save(specs[i].key(sorted(callbacks)), result)
+                self.cache.save(specs[i].key(sorted(callbacks), init_seed), result)
                 trained[i] = result
         return trained
 
@@ -288,9 +304,9 @@ class Runner:
         cell = Cell(variant, setting, dataset, seed)
         return self.train(cell, self.model_spec(cell))
 
-    def evaluate(self, task, trained: TrainedModel, cell: Cell) -> dict[str, float]:
+    def evaluate(self, task, trained: TrainedModel, cell: Cell, eval_seed: int = 0) -> dict[str, float]:
         config = dict(self.preset.task_config(task.name), artifact_dir=self.artifact_dir,
-                      model_name=cell.variant, seed=cell.seed, setting=cell.setting)
+                      model_name=cell.variant, seed=cell.seed, setting=cell.setting, eval_seed=eval_seed)
         metrics = task.evaluate(trained, self.on_device(cell.dataset, cell.seed), config)
         check_metrics(task, metrics)
         return metrics
@@ -338,19 +354,25 @@ class Runner:
         return [row for item, model in zip(items, trained)
                 for row in self.evaluate_cell(item.cell, item.tasks, item.hashes, model)]
 
+    def cell_l0(self, trained: TrainedModel, cell: Cell) -> float:
+        return achieved_l0(trained.model, self.on_device(cell.dataset, cell.seed))
+
     def evaluate_cell(self, cell: Cell, tasks: list, hashes: dict[str, str], trained: TrainedModel) -> list[dict]:
         try:
-            l0 = achieved_l0(trained.model, self.on_device(cell.dataset, cell.seed))
+            l0 = self.cell_l0(trained, cell)
         except Exception as err:
             return self.error_rows(cell, tasks, hashes, f"evaluation: {short_error(err)}")
         rows, row = [], self.row_maker(cell, hashes, trained, l0)
         for task in tasks:
             try:
-                rows += row(task, metrics=self.evaluate(task, trained, cell), directions=task.metrics)
+                for eval_seed in self.eval_seeds_for(task, cell.dataset):
+                    rows += row(task, metrics=self.evaluate(task, trained, cell, eval_seed), directions=task.metrics,
+                                eval_seed=eval_seed)
             except NotScorable as why:
-                rows += row(task, status="skipped", message=str(why))
+                rows = [r for r in rows if r["task"] != task.name] + row(task, status="skipped", message=str(why))
             except Exception as err:
-                rows += row(task, status="error", message=f"evaluation: {short_error(err)}")
+                rows = [r for r in rows if r["task"] != task.name] + row(
+                    task, status="error", message=f"evaluation: {short_error(err)}")
         return rows
 
     def resolve(self, cell: Cell, tasks: list) -> tuple[ModelSpec | Exception, dict[str, str]]:
@@ -385,6 +407,8 @@ class Runner:
                 self._write_outcome(job.key, outcome, summary)
                 bar.update()
         for rows in self.reference_rows(finished):
+            self._write(rows, summary)
+        for rows in seed_task_rows(self, finished):
             self._write(rows, summary)
         return summary
 
@@ -509,10 +533,13 @@ class Runner:
 
     def _reference_rows_for(self, task, dataset_name: str, seed: int, finished: set[str]):
         dataset = self.on_device(dataset_name, seed)
-        config = dict(self.preset.task_config(task.name), artifact_dir=self.artifact_dir, seed=seed)
         reference_cell = lambda name: Cell(name, "reference", dataset_name, seed)  # noqa: E731
+        found = {}  # eval seed -> {reference name: metrics}
         try:
-            references = task.reference_rows(dataset, config, seed)
+            for eval_seed in self.eval_seeds_for(task, dataset_name):
+                config = dict(self.preset.task_config(task.name), artifact_dir=self.artifact_dir, seed=seed,
+                              eval_seed=eval_seed)
+                found[eval_seed] = task.reference_rows(dataset, config, seed)
         except Exception as err:
             cell = reference_cell("references")
             yield make_rows(self.info, task=task.name, dataset=dataset_name, variant="references",
@@ -520,14 +547,18 @@ class Runner:
                             config_hash=self.config_hash(task.name, cell, {}), status="error",
                             message=short_error(err))
             return
-        for name, metrics in references.items():
+        for name in found[0]:
             cell = reference_cell(name)
             config_hash = self.config_hash(task.name, cell, {"reference": name, "data": dataset.config})
-            if config_hash not in finished:
-                check_metrics(task, metrics)
-                yield make_rows(self.info, task=task.name, dataset=dataset_name, variant=name, setting=cell.setting,
-                                seed=seed, l0=math.nan, config_hash=config_hash, metrics=metrics,
-                                directions=task.metrics)
+            if config_hash in finished:
+                continue
+            rows = []
+            for eval_seed, references in found.items():
+                check_metrics(task, references[name])
+                rows += make_rows(self.info, task=task.name, dataset=dataset_name, variant=name, setting=cell.setting,
+                                  seed=seed, l0=math.nan, config_hash=config_hash, metrics=references[name],
+                                  directions=task.metrics, eval_seed=eval_seed)
+            yield rows
 
 
 def check_metrics(task, metrics: dict[str, float]) -> None:

@@ -23,6 +23,13 @@ class Task:
     - `reference_rows(dataset, config, seed) -> {row_name: metrics}`: rows of methods that are
       not SAEs (e.g. a pixel-space baseline), written with `row_name` in the variant column.
     - `plots(results, plot_dir) -> [(title, path)]`: figures embedded in the leaderboard.
+    - `eval_seeded = True`: the evaluation draws randomness (probe subsamples, images to edit)
+      from `config["eval_seed"]` (0: the task's canonical draw); the preset's
+      `evaluation: {seeds: n}` scores the task's headline dataset under n of them
+      (benchmark/eval_noise.py).
+    - `across_seeds = True`: the task compares the models of different seeds (and a same-data
+      twin) instead of scoring one model; it implements `evaluate_seeds` and runs after the grid
+      (benchmark/seed_pass.py), never per cell.
     """
 
     name: str = ""
@@ -30,6 +37,8 @@ class Task:
     metrics: dict[str, bool] = {}
     headline: str = ""
     epoch_callback = None
+    across_seeds: bool = False
+    eval_seeded: bool = False  # evaluate reads config["eval_seed"] for the randomness it draws
 
     def dataset_skip_reason(self, dataset: Dataset) -> str | None:
         """Why this task cannot use `dataset` at all (None: it can)."""
@@ -47,6 +56,11 @@ class Task:
         return self.dataset_skip_reason(dataset)
 
     def evaluate(self, trained: TrainedModel, dataset: Dataset, config: dict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate_seeds(self, models: dict[int, TrainedModel], twin: TrainedModel | None) -> dict[int, dict[str, float]]:
+        """{seed: metrics} of one (variant, setting, dataset) from its models on every seed and,
+        when given, the first seed's same-data twin (another initialisation, the same data)."""
         raise NotImplementedError
 
     def reference_rows(self, dataset: Dataset, config: dict, seed: int) -> dict[str, dict[str, float]]:

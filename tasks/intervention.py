@@ -9,7 +9,8 @@ default 2: 16 requests on RGB). The variant realises a request with m latent edi
 matching pursuit (scikit-learn's `orthogonal_mp`) of Δ* over its alive atoms (`atoms()` of
 latents non-zero on at least one test sample, zero atoms dropped), coefficients c by least
 squares on the chosen atoms (OMP's own). The same edit is applied to the codes of the first
-N_IMAGES = 64 test images: x' = clamp01(decode(z + Σ c_j e_j)), achieved Δ = x' − clamp01(decode(z)).
+N_IMAGES = 64 test images (the first 64 at evaluation seed 0, else 64 drawn by the evaluation
+seed): x' = clamp01(decode(z + Σ c_j e_j)), achieved Δ = x' − clamp01(decode(z)).
 - `edit_r2` (headline, m = 4) and `edit_r2_m1` (m = 1): pooled R² of achieved against requested,
   1 − Σ(Δ − Δ*)² / Σ Δ*², every pixel of every (request, image) pooled. The baseline is the
   zero edit, not the requests' grand mean: a request's mean is part of what was asked (centring
@@ -263,6 +264,17 @@ def _first_images(dataset, n):
     return dataset.test[:n], concepts
 
 
+def evaluation_images(dataset, n: int, eval_seed: int):
+    """The n test images to edit: the first n at evaluation seed 0 (the task's canonical draw),
+    else n drawn without replacement by a generator seeded with the evaluation seed."""
+    if eval_seed == 0:
+        return _first_images(dataset, n)
+    chosen = torch.randperm(dataset.test.shape[0], generator=torch.Generator().manual_seed(eval_seed))[:n]
+    chosen = chosen.to(dataset.test.device)
+    concepts = None if dataset.test_concepts is None else dataset.test_concepts[chosen]
+    return dataset.test[chosen], concepts
+
+
 def pixel_decoder(model, dataset):
     """decode, then (whitened data) the inverse whitening: the model's output in pixels."""
     to_pixels = pixel_map(dataset)
@@ -275,6 +287,7 @@ class Intervention(Task):
     metrics = {"edit_r2": True, "edit_r2_m1": True, "off_target_frac": False,
                "alpha_linearity_r2": True, "strength_cv": False}
     headline = "edit_r2"
+    eval_seeded = True  # which test images are edited
 
     def dataset_skip_reason(self, dataset):
         if not dataset.is_image:
@@ -302,7 +315,8 @@ class Intervention(Task):
         latents, atoms = pixel_atoms(model, pixel_map(dataset), alive)
         if latents.numel() == 0:
             raise NotScorable("no alive atoms: every latent is zero on the whole test split")
-        images, concepts = _first_images(dataset, N_IMAGES)
+        eval_seed = int(config.get("eval_seed", 0))
+        images, concepts = evaluation_images(dataset, N_IMAGES, eval_seed)
         codes = encode_all(model, images, concepts)
         requests, windows, names = edit_requests(dataset.input_shape, config.get("windows_per_side", WINDOWS_PER_SIDE))
         requests = requests.to(atoms.device)
@@ -321,7 +335,8 @@ class Intervention(Task):
         cv = strength_cv(trace) if trace else None
         if cv is not None:
             metrics["strength_cv"] = cv
-        self._save(config, dataset.name, trace, requests, achieved[max(EDIT_ATOMS)], names, metrics)
+        if eval_seed == 0:  # the gallery shows the canonical draw
+            self._save(config, dataset.name, trace, requests, achieved[max(EDIT_ATOMS)], names, metrics)
         return metrics
 
     def _save(self, config, dataset_name, trace, requests, achieved, names, metrics):

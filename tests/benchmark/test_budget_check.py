@@ -6,7 +6,7 @@ import pytest
 
 from benchmark.budget_check import (NO_CHECK, STABLE, beating_controls, check_headline, check_headlines,
                                     tied_first)
-from benchmark.matched import Entry, beats_controls, matched_entries, noise_ranks, pooled_std
+from benchmark.matched import Entry, beats_controls, matched_entries, noise_ranks
 from benchmark.results import RunInfo, make_rows
 
 INFO_1X = RunInfo("r1", "c", "nosuch-preset", "cpu", "2")
@@ -29,7 +29,7 @@ def comparison(values: dict[str, float], seeds=(0, 1, 2), spread=0.01, info=INFO
     return pd.DataFrame(rows)
 
 
-ONE_X = {"topk": 0.80, "relu": 0.70, "pca": 0.60}  # topk first, both beat the control beyond 2σ = 0.02
+ONE_X = {"topk": 0.80, "relu": 0.70, "pca": 0.60}  # topk first, both beat the control on every seed
 
 
 def test_identical_results_at_both_budgets_are_stable_with_tau_one():
@@ -38,7 +38,7 @@ def test_identical_results_at_both_budgets_are_stable_with_tau_one():
     assert check.at_1x.tied_first == check.at_2x.tied_first == ("topk",)
     assert check.at_1x.beats_controls == check.at_2x.beats_controls == ("relu", "topk")
     assert check.tau == pytest.approx(1.0) and check.tau_entries == 3
-    assert check.seeds == check.seeds_1x == ("0", "1", "2") and not check.sigma_2x_from_1x
+    assert check.seeds == check.seeds_1x == ("0", "1", "2") and not check.spread_from_1x
     assert check.changes == ()
 
 
@@ -81,19 +81,23 @@ def test_without_2x_rows_for_the_headline_there_is_no_check(two_x):
     assert check.verdict == "no 2x budget check in this run"
 
 
-def test_a_2x_run_with_one_seed_uses_the_1x_pooled_std():
-    at_1x = comparison({"topk": 0.800, "relu": 0.790, "pca": 0.60})  # seed std 0.01 -> 2σ = 0.02
+def test_a_2x_run_with_one_seed_borrows_each_pairs_spread_from_1x():
+    # 1x: topk - relu per seed is -0.01, 0.03, 0.01 (spread 0.02): a one-seed difference must
+    # exceed t(0.975, 2) x 0.02 = 0.086 to count. pca moves with the data draw like topk (no spread).
+    at_1x = comparison({"topk": 0.800, "relu": 0.790, "pca": 0.60},
+                       per_seed={("relu", 0): 0.80, ("relu", 1): 0.77, ("relu", 2): 0.80})
     at_2x = comparison({"topk": 0.780, "relu": 0.795, "pca": 0.59}, seeds=(0,), info=INFO_2X)
     check = check_headline(at_1x, at_2x, *HEADLINE)
-    full_sigma = pooled_std(matched_entries(at_1x, *HEADLINE[:4]))
-    assert full_sigma == pytest.approx(0.01)
-    assert check.sigma_2x_from_1x and check.at_2x.sigma == pytest.approx(full_sigma)
-    # On its own the 2x run has no std (σ = 0): relu 0.795 - 0.01 would beat topk 0.78 - 0.01.
-    # With the 1x σ, 0.015 < 2σ: both are tied first, as they are at 1x on the same seed.
-    assert check.at_2x.tied_first == ("relu", "topk")
-    assert check.at_1x.tied_first == ("relu", "topk") and check.at_1x.sigma == pytest.approx(full_sigma)
+    assert check.spread_from_1x and check.at_2x.rule == check.at_1x.rule
+    # relu ahead by 0.015 on the one seed: within the pair's spread, so both are tied first, as at 1x.
+    assert check.at_2x.tied_first == ("relu", "topk") == check.at_1x.tied_first
+    assert check.at_2x.beats_controls == ("relu", "topk")
     assert check.seeds == ("0",) and check.seeds_1x == ("0", "1", "2")
     assert check.stable
+    # Ahead by 0.17, beyond the spread: relu alone is first at 2x.
+    far = check_headline(at_1x, comparison({"topk": 0.78, "relu": 0.95, "pca": 0.59}, seeds=(0,), info=INFO_2X),
+                         *HEADLINE)
+    assert far.at_2x.tied_first == ("relu",) and far.stable is False
 
 
 def test_both_budgets_are_read_on_the_seeds_they_share():
@@ -115,14 +119,17 @@ def test_a_variant_not_reached_at_2x_is_named():
     assert check.tau_entries == 2
 
 
-def test_the_given_sigma_rules_agree_with_matched_when_sigma_is_the_pooled_std():
-    entries = [Entry("a", 0.80, 0.01, 3, 3, True, "variant"), Entry("b", 0.79, 0.02, 3, 3, True, "variant"),
-               Entry("c", 0.70, 0.01, 3, 3, True, "variant"), Entry("pca", 0.75, 0.01, 3, 3, True, "control"),
-               Entry("ref", 0.99, 0.0, 3, 3, True, "reference"), Entry("mp", math.nan, 0.0, 0, 3, True, "variant")]
-    sigma = pooled_std(entries)
+def test_the_budget_checks_paired_rule_is_matcheds():
+    def entry(name, values, kind="variant"):
+        return Entry(name, sum(values) / len(values), 0.0, len(values), 3, True, kind,
+                     {str(s): v for s, v in enumerate(values)})
+
+    entries = [entry("a", [0.80, 0.81, 0.79]), entry("b", [0.79, 0.82, 0.78]), entry("c", [0.70, 0.70, 0.69]),
+               entry("pca", [0.75, 0.76, 0.74], "control"), entry("ref", [0.99] * 3, "reference"),
+               Entry("mp", math.nan, 0.0, 0, 3, True, "variant")]
     ranks = noise_ranks(entries, True)
-    assert tied_first(entries, True, sigma) == tuple(sorted(v for v, r in ranks.items() if r == 1))
-    assert beating_controls(entries, True, sigma) == tuple(
+    assert tied_first(entries, True) == tuple(sorted(v for v, r in ranks.items() if r == 1)) == ("a", "b")
+    assert beating_controls(entries, True) == tuple(
         sorted(e.variant for e in entries if e.kind == "variant" and beats_controls(e, entries, True)))
 
 

@@ -98,6 +98,8 @@ PRESET_ERRORS = [
     (VALID.replace("epochs: 1", "epochs: 1, schedule: cosine"), "train 'schedule' must be one of ['constant', 'linear_decay']"),
     (VALID.replace("digits8: {}}", "digits8: {train: {stream: true}}}"), "dataset 'digits8' is finite"),
     (VALID + "budget_check: {length: 0.5}\n", "'budget_check' must be a mapping"),
+    (VALID + "evaluation: {seeds: 0}\n", "'evaluation' must be a mapping {seeds: a positive integer}"),
+    (VALID + "evaluation: {seed: 3}\n", "'evaluation' must be a mapping {seeds: a positive integer}"),
     ("seeds: [0]\ntrain: {epochs: 1, batch_size: 8, lr: 0.1}\ndatasets: {digits8: {bogus: 1}}\n"
      "tasks: {sparsity: {datasets: [digits8]}}\n", "unknown parameter(s) bogus"),
     ("seedz: [0]\n", "unknown key(s) ['seedz']"),

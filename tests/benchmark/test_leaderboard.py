@@ -42,7 +42,9 @@ def test_summary_reads_every_model_at_the_headline_l0_with_controls_and_noise_ra
     assert "0.5698 ± 0.002 †" in relu and "✓" not in relu and "#3" in relu
     assert "| pca (control) | 0.702 ± 0.002 #2 |" in text
     assert "| mp | n/r |" in text  # its sweep never reaches L0 16: not extrapolated
-    assert "separates variants beyond noise" in text
+    assert "paired test over 3 seeds separates 1 of 1 variant pairs" in text
+    # Each variant's paired difference to the best control, with its interval.
+    assert "| topk | **0.752 ± 0.002** ✓ | **0.25 ± 0** | +0.05 [0.05, 0.05] vs pca |" in text
     assert "jumprelu [default] (error): boom" in text
     assert "overall" not in text.split("## reconstruction")[0].lower().replace("no overall rank", "")
 
@@ -147,12 +149,12 @@ def test_a_flip_at_2x_is_named_in_the_summary_and_the_budget_table(tmp_path):
     assert "| topk | relu | topk | relu, topk | -0.33 (3) |" in row and "not stable at 2x budget" in row
 
 
-def test_a_2x_file_with_one_seed_says_its_sigma_is_the_1x_one(tmp_path):
+def test_a_2x_file_with_one_seed_says_its_spread_is_the_1x_one(tmp_path):
     path = build(tmp_path)
     write_2x(tmp_path / "results-2x.csv", {"topk": 0.75, "relu": 0.57, "pca": 0.70}, seeds=(0,))
     text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
-    assert budget_line(text).endswith("; stable at 2x budget (seed 0; 2x σ taken from 1x: one seed at 2x)")
-    assert "| 1 of 3 (seed 0; σ from 1x) | stable at 2x budget |" in budget_row(text)
+    assert budget_line(text).endswith("; stable at 2x budget (seed 0; one seed at 2x: each pair's spread taken from 1x)")
+    assert "| 1 of 3 (seed 0; spread from 1x) | stable at 2x budget |" in budget_row(text)
 
 
 def test_2x_rows_enter_no_other_table_figure_or_the_convergence_section(tmp_path, monkeypatch):

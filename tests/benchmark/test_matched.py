@@ -1,11 +1,10 @@
 """Matched-L0 comparison (SPEC section 6) on points whose answers are known."""
-import math
-
+import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.matched import (Entry, beats_controls, discriminates, headline_settings, interpolate,
-                               matched_entries, noise_ranks, pooled_std)
+from benchmark.matched import (Entry, beats_controls, headline_settings, interpolate, matched_entries,
+                               noise_ranks, paired, separated_pairs)
 from benchmark.results import RunInfo, make_rows
 
 INFO = RunInfo("r", "c", "nosuch-preset", "cpu", "2")
@@ -66,27 +65,51 @@ def test_an_unconverged_bracketing_model_marks_the_entry():
     assert not entry.converged
 
 
-def entry(name, mean, std, kind="variant"):
-    return Entry(name, mean, std, 3, 3, True, kind)
+def entry(name, values, kind="variant"):
+    """An entry read on seeds 0..n-1 at the given per-seed values."""
+    by_seed = {str(seed): v for seed, v in enumerate(values)}
+    mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return Entry(name, mean, std, len(values), len(values), True, kind, by_seed)
 
 
-def test_beating_the_controls_needs_more_than_two_pooled_stds():
-    sigma = math.sqrt((0.01**2 + 0.01**2) / 2)
-    control = entry("pca", 0.80, 0.01, "control")
-    assert beats_controls(entry("a", 0.80 + 2 * sigma + 1e-3, 0.01), [control, entry("a", 0.821, 0.01)], True)
-    close = entry("b", 0.815, 0.01)
-    assert beats_controls(close, [control, close], True) is False
-    assert beats_controls(close, [close], True) is None  # no control at this L0
+DRAW = np.array([0.0, 0.05, -0.04, 0.02, -0.03])  # a seed's data draw, shared by every model
 
 
-def test_discrimination_and_ranks_treat_ties_within_noise_as_ties():
-    entries = [entry("a", 0.90, 0.01), entry("b", 0.89, 0.01), entry("c", 0.50, 0.01), entry("pca", 0.95, 0.01, "control")]
-    assert pooled_std(entries) == pytest.approx(0.01)
-    assert discriminates(entries, True)
+def test_entries_keep_their_per_seed_values_for_paired_tests():
+    results = frame(rows("topk", 0, [(8, 0.5), (32, 0.9)]), rows("topk", 1, [(4, 0.3), (16, 0.8)]))
+    (topk,) = matched_entries(results, "reconstruction", "d", "r2", 16)
+    assert topk.by_seed == pytest.approx({"0": 0.7, "1": 0.8})
+
+
+def test_a_shared_data_draw_does_not_hide_a_consistent_margin():
+    # The seeds' spread (0.035) is seven times the margin, but the margin holds on every seed.
+    control = entry("pca", 0.80 + DRAW, "control")
+    better = entry("a", 0.805 + DRAW + [0.001, -0.001, 0.0, 0.001, -0.001])
+    assert beats_controls(better, [better, control], True)
+    assert not beats_controls(control, [better, control], False)  # lower is better: pca wins
+    assert paired(better, control, True).low > 0
+    assert beats_controls(better, [better], True) is None  # no control at this L0
+
+
+def test_identical_per_seed_values_are_never_separated():
+    a, b = entry("a", 0.8 + DRAW), entry("b", 0.8 + DRAW)
+    assert separated_pairs([a, b], True) == (0, 1) and noise_ranks([a, b], True) == {"a": 1, "b": 1}
+
+
+def test_separation_and_ranks_treat_ties_within_noise_as_ties():
+    noise = np.array([0.01, -0.01, 0.005, 0.0, -0.005])
+    entries = [entry("a", 0.90 + DRAW + noise), entry("b", 0.90 + DRAW - noise), entry("c", 0.50 + DRAW),
+               entry("pca", 0.95 + DRAW, "control")]
+    assert separated_pairs(entries, True) == (2, 3)  # a-c and b-c, not a-b
     assert noise_ranks(entries, True) == {"pca": 1, "a": 2, "b": 2, "c": 4}
-    assert not discriminates(entries[:2], True)
-    # Lower is better: the order flips.
-    assert noise_ranks(entries, False)["c"] == 1
+    assert separated_pairs(entries[:2], True) == (0, 1)
+    assert noise_ranks(entries, False)["c"] == 1  # lower is better: the order flips
+
+
+def test_models_on_different_seeds_are_not_compared():
+    a, b = entry("a", [0.9, 0.9, 0.9]), entry("b", [0.5, 0.5])
+    assert not paired(a, b, True).tested and "seeds differ" in paired(a, b, True).text()
+    assert noise_ranks([a, b], True) == {"a": 1, "b": 1}
 
 
 def test_headline_settings_pick_the_setting_nearest_the_target_in_log_l0():

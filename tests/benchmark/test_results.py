@@ -73,11 +73,24 @@ def test_a_version_1_file_is_migrated_when_read(tmp_path):
     path = tmp_path / "results.csv"
     pd.DataFrame(rows, columns=v1_columns).to_csv(path, index=False)
     frame = read_results(path)
-    assert list(frame.columns) == COLUMNS and set(frame["schema_version"]) == {3}
+    assert list(frame.columns) == COLUMNS and set(frame["schema_version"]) == {4}
+    assert set(frame["eval_seed"]) == {0}
     topk = frame[frame["variant"] == "topk"]
     assert set(topk["l0"]) == {8.0} and set(topk["setting"]) == {"default"}
     assert frame.loc[frame["variant"] == "relu", "l0"].isna().all()  # no sparsity row: unknown
     assert not frame["converged"].any()
+
+
+def test_a_version_3_file_gets_evaluation_seed_0(tmp_path):
+    from benchmark.results import make_rows, read_results
+
+    rows = make_rows(RunInfo("r", "c", "p", "cpu", "2"), task="reconstruction", dataset="d", variant="topk",
+                     seed=1, config_hash="h", l0=8.0, metrics={"r2": 0.5}, directions={"r2": True})
+    path = tmp_path / "results.csv"
+    pd.DataFrame(rows).drop(columns="eval_seed").assign(schema_version=3).to_csv(path, index=False)
+    frame = read_results(path)
+    assert list(frame.columns) == COLUMNS and frame["eval_seed"].tolist() == [0]
+    assert frame["schema_version"].tolist() == [4] and frame["value"].tolist() == [0.5]
 
 
 def test_a_file_of_an_unknown_schema_version_is_refused_with_one_line(tmp_path):
