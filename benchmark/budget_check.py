@@ -20,6 +20,8 @@ Rules:
   beyond noise when it exceeds the 5% t quantile times the spread of that pair's per-seed
   differences in the full 1x comparison (`paired.one_seed_rule`); the check says so
   (`spread_from_1x`).
+- **Twins.** An untrained twin does not train: the 2x run leaves it out and the 2x side reads
+  its 1x value.
 - **Verdict.** At each budget: the entries tied first (rank 1 of `noise_ranks`' rule, controls
   included, references not ranked), the variants that beat every control beyond noise
   (`beats_controls`' rule) and whether a control has the best mean (the summary's rule). A
@@ -209,6 +211,8 @@ def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, ta
     full_1x = matched_entries(results_1x, task, dataset, metric, l0)
     entries_1x = matched_entries(_on_seeds(results_1x, shared), task, dataset, metric, l0)
     entries_2x = matched_entries(_on_seeds(results_2x, shared), task, dataset, metric, l0)
+    # A twin does not train, so the 2x run leaves it out and its 2x reading is its 1x one.
+    entries_2x += [e for e in entries_1x if e.kind == "twin" and e.variant not in {x.variant for x in entries_2x}]
     from_1x = len(shared) < 2
     better, rule = (one_seed_better(full_1x), ONE_SEED_RULE) if from_1x else (better_paired, PAIRED_RULE)
     at_1x, at_2x = read_verdict(entries_1x, higher, better, rule), read_verdict(entries_2x, higher, better, rule)

@@ -51,6 +51,8 @@ def add_run(sub):
                    "random-dict, block-basis), which otherwise run beside the variants")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run: local child "
                    "processes (default), or Ray tasks on this machine or a cluster (pip install -e '.[ray]')")
+    p.add_argument("--no-twins", action="store_true", help="leave out the untrained twins (each trainable "
+                   "variant initialised from the data, zero steps), which otherwise run beside the variants")
     p.add_argument("--no-stack", action="store_true", help="train every model alone instead of each sweep of a "
                    "stackable variant as one stacked model (same results within float rounding; slower)")
     p.add_argument("--no-budget-check", action="store_true", help="skip the re-training of each task's headline at "
@@ -71,7 +73,7 @@ def cmd_run(args) -> int:
                          download=args.download, force=args.force, progress=not args.no_progress,
                          variant_config=args.config, cell_timeout=args.cell_timeout,
                          isolate=not args.in_process, jobs=args.jobs, executor=args.executor,
-                         controls=not args.no_controls, stack=not args.no_stack,
+                         controls=not args.no_controls, stack=not args.no_stack, twins=not args.no_twins,
                          ray_address=args.ray_address)
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address needs --executor ray")

@@ -22,15 +22,17 @@ from benchmark import budget_check
 from benchmark.config import DEFAULT_COMPARISON, load_preset
 from benchmark.errors import UserError
 from benchmark.eval_noise import variance_split
-from benchmark.matched import (Entry, beats_controls, best_control, matched_entries, noise_ranks, paired,
-                               separated_pairs)
+from benchmark.matched import (Entry, beats_controls, beats_twin, best_control, matched_entries, noise_ranks,
+                               paired, separated_pairs, twin_of)
 from benchmark.paired import LEVEL
 from benchmark.registry import TASKS
 from benchmark.results import latest_runs, read_results
 from benchmark.task import get_task
+from benchmark.twins import base_name
 
 UNCONVERGED = "†"
 BEATS = "✓"
+BEATS_TWIN = "▲"
 NOT_REACHED = "n/r"
 
 
@@ -72,7 +74,7 @@ def entry_text(entry: Entry, bold: bool = False) -> str:
 
 def display_name(entry: Entry) -> str:
     return {"variant": entry.variant, "control": f"{entry.variant} (control)",
-            "reference": f"{entry.variant} (reference)"}[entry.kind]
+            "twin": f"{base_name(entry.variant)} (untrained)", "reference": f"{entry.variant} (reference)"}[entry.kind]
 
 
 def best_of(entries: list[Entry], higher: bool) -> set[str]:
@@ -94,9 +96,10 @@ def separation_text(entries: list[Entry], higher: bool) -> str:
     separated, pairs = separated_pairs(entries, higher)
     seeds = sorted({len(e.by_seed) for e in entries if e.kind == "variant" and e.reached})
     over = "/".join(map(str, seeds)) if seeds else "0"
+    over += " seed" if over == "1" else " seeds"
     if separated:
-        return f"paired test over {over} seeds separates {separated} of {pairs} variant pairs"
-    return f"paired test over {over} seeds: **does not separate any two variants beyond noise**"
+        return f"paired test over {over} separates {separated} of {pairs} variant pairs"
+    return f"paired test over {over}: **does not separate any two variants beyond noise**"
 
 
 def control_difference_text(entries: list[Entry], name: str, higher: bool) -> str:
@@ -106,6 +109,32 @@ def control_difference_text(entries: list[Entry], name: str, higher: bool) -> st
     if entry is None or entry.kind != "variant" or control is None or not entry.reached:
         return "—"
     return paired(entry, control, higher).text() + f" vs {control.variant}"
+
+
+def twin_difference_text(entries: list[Entry], name: str, higher: bool) -> str:
+    """A variant's paired difference to its own untrained twin ("—" for the rest)."""
+    entry = next((e for e in entries if display_name(e) == name), None)
+    if entry is None or entry.kind != "variant" or not entry.reached:
+        return "—"
+    twin = twin_of(entry, entries)
+    return "n/r (twin)" if twin is None else paired(entry, twin, higher).text()
+
+
+def twin_text(entries: list[Entry], higher: bool) -> str:
+    """"; beats its untrained twin: relu, topk; **does not: mp**", and a flag when an untrained
+    twin is tied first; "" without twins."""
+    variants = [e for e in entries if e.kind == "variant" and twin_of(e, entries) is not None]
+    if not variants:
+        return ""
+    beat = [e.variant for e in variants if beats_twin(e, entries, higher)]
+    tie = [e.variant for e in variants if e.variant not in beat]
+    text = f"; beats its untrained twin: {', '.join(beat) or 'none'}"
+    if tie:
+        text += f"; **does not: {', '.join(tie)}**"
+    ranks = noise_ranks(entries, higher)
+    if any(e.kind == "twin" and ranks.get(e.variant) == 1 for e in entries):
+        text += "; **an untrained twin is tied first**"
+    return text
 
 
 class Leaderboard:
@@ -206,8 +235,10 @@ class Leaderboard:
             control = [e for e in entries if e.kind == "control" and e.reached]
             winner = best_of(entries, higher)
             won_by_control = bool(winner) and all(v in {c.variant for c in control} for v in winner)
-            notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): {separation_text(entries, higher)}"
+            caveat = " (indicative: its per-seed values share models)" if task.across_seeds else ""
+            notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): {separation_text(entries, higher)}{caveat}"
                          + ("; **a control is best**" if won_by_control else "")
+                         + twin_text(entries, higher)
                          + "; " + self.budget_note(task.name))
         names = []
         for *_, entries in columns:
@@ -227,6 +258,8 @@ class Leaderboard:
                     text += f" #{ranks[entry.variant]}"
                 if entry.kind == "variant" and beats_controls(entry, entries, higher):
                     text += f" {BEATS}"
+                if entry.kind == "variant" and beats_twin(entry, entries, higher):
+                    text += f" {BEATS_TWIN}"
                 cells.append(text)
             rows.append([name, *cells])
         legend = (f"Each column: the task's headline metric on its headline dataset, read at that dataset's headline "
@@ -235,7 +268,8 @@ class Leaderboard:
                   f"of the per-seed differences (every model of a seed sees the same data draw) at "
                   f"{LEVEL:.0%}, per comparison (ties within noise share a rank; models read on different "
                   f"seeds are not compared); there is no overall rank, since the columns are not comparable. "
-                  f"{BEATS}: better than the best control beyond noise. {NOT_REACHED}: the sweep does not reach this "
+                  f"{BEATS}: better than the best control beyond noise. {BEATS_TWIN}: better than its own untrained twin "
+                  f"(same constructor and seed, initialised from the data, zero steps) beyond noise. {NOT_REACHED}: the sweep does not reach this "
                   f"L0. {UNCONVERGED}: read from a model whose training did not converge. Best in bold.")
         return "## Summary at the headline L0\n\n" + legend + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(notes)
 
@@ -328,10 +362,11 @@ class Leaderboard:
             higher = task.metrics[task.headline]
             verdict = f"\n\n`{task.headline}` at L0 {target:g}: {separation_text(headline, higher)}."
             for row, name in zip(rows, names):
-                row.append(control_difference_text(headline, name, higher))
+                row += [control_difference_text(headline, name, higher), twin_difference_text(headline, name, higher)]
         header = ["model", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
         if headline:
-            header.append(f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]")
+            header += [f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]",
+                       f"{task.headline}: paired Δ to its untrained twin [95% CI]"]
         return f"#### L0 = {target:g}\n\n" + markdown_table(header, rows) + verdict
 
     def task_section(self, task) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from benchmark.paired import Difference, difference
 from benchmark.registry import CONTROLS
+from benchmark.twins import is_twin, twin_name
 
 
 def is_control_name(variant: str) -> bool:
@@ -77,7 +78,7 @@ class Entry:
     seeds: int  # seeds that reached the target
     of_seeds: int  # seeds it has
     converged: bool  # every model the value was read from converged
-    kind: str  # "variant", "control" or "reference"
+    kind: str  # "variant", "twin" (a variant's untrained twin), "control" or "reference"
     by_seed: dict = field(default_factory=dict)  # seed -> value at the target (seeds that reached it)
 
     @property
@@ -110,13 +111,13 @@ def matched_entries(results: pd.DataFrame, task: str, dataset: str, metric: str,
     rows = model_rows(results, task, dataset, metric)
     for variant, variant_rows in rows.groupby("variant", sort=True):
         values, converged = _seed_values(variant_rows, target)
-        kind = "control" if is_control_name(variant) else "variant"
+        kind = "control" if is_control_name(variant) else "twin" if is_twin(variant) else "variant"
         entries.append(_summarise(variant, values, variant_rows["seed"].nunique(), converged, kind))
     refs = reference_rows(results, task, dataset, metric)
     for variant, ref_rows in refs.groupby("variant", sort=True):
         values = ref_rows.groupby(ref_rows["seed"].astype(str))["value"].mean().to_dict()
         entries.append(_summarise(variant, values, len(values), True, "reference"))
-    entries.sort(key=lambda e: ({"variant": 0, "control": 1, "reference": 2}[e.kind], e.variant))
+    entries.sort(key=lambda e: ({"variant": 0, "twin": 1, "control": 2, "reference": 3}[e.kind], e.variant))
     return entries
 
 
@@ -147,6 +148,21 @@ def beats_controls(entry: Entry, entries: list[Entry], higher_is_better: bool,
     if control is None or not entry.reached:
         return None
     return better(entry, control, higher_is_better)
+
+
+def twin_of(entry: Entry, entries: list[Entry]) -> Entry | None:
+    """A variant's untrained twin among the entries, if it reached the L0."""
+    return next((e for e in entries if e.variant == twin_name(entry.variant) and e.reached), None)
+
+
+def beats_twin(entry: Entry, entries: list[Entry], higher_is_better: bool,
+               better: Better = better_paired) -> bool | None:
+    """Better than its own untrained twin beyond noise; None when the twin did not reach the L0
+    (or there is none)."""
+    twin = twin_of(entry, entries)
+    if twin is None or not entry.reached:
+        return None
+    return better(entry, twin, higher_is_better)
 
 
 def separated_pairs(entries: list[Entry], higher_is_better: bool, better: Better = better_paired) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from benchmark.registry import CONTROLS
 from benchmark.results import content_hash
 from benchmark.submission import resolve_variant
 from benchmark.training import TrainConfig
+from benchmark.twins import base_name, is_twin
 
 NO_TRAINING = TrainConfig(epochs=0, batch_size=1, lr=0.0)  # what a control's or a checkpoint's spec records
 
@@ -84,6 +85,8 @@ class Planner:
         self.sources = sources  # results name -> hash of an external variant's file
 
     def model_class(self, name: str) -> type:
+        """The class of a variant, control or twin (a twin is its variant's class)."""
+        name = base_name(name)
         return model_class(self.specs.get(name, name))
 
     def settings(self, name: str, dataset) -> dict[str, dict]:
@@ -96,7 +99,7 @@ class Planner:
             base = dict(self.preset.controls.get(name) or {})
             targets = self.preset.l0_targets(dataset.name)
             return {setting_label(s): dict(base, **s) for s in cls.settings(targets, dataset)}
-        return self.preset.settings(name, dataset.name)
+        return self.preset.settings(base_name(name), dataset.name)
 
     def model_spec(self, cell: Cell, dataset) -> ModelSpec:
         cls = self.model_class(cell.variant)
@@ -106,9 +109,10 @@ class Planner:
         if reference is not None:
             n_latents = self._matched_n_latents(cls, reference, dataset, n_latents, hparams)
         n_latents, hparams = cls.configure(dataset, n_latents, hparams)
-        train = self.preset.train_config(cell.variant, cell.dataset, self.length) if getattr(cls, "trainable", True) else NO_TRAINING
+        trains = getattr(cls, "trainable", True) and not is_twin(cell.variant)
+        train = self.preset.train_config(cell.variant, cell.dataset, self.length) if trains else NO_TRAINING
         return ModelSpec(cell.variant, n_latents, hparams, train, cell.seed, dataset.config,
-                         self.sources.get(cell.variant, ""))
+                         self.sources.get(base_name(cell.variant), ""))
 
     def _matched_n_latents(self, cls, reference: str, dataset, n_latents: int, hparams: dict) -> int:
         """Width giving `cls` the parameter count of `reference` at n_latents. Where the

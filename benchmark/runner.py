@@ -27,7 +27,7 @@ from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
 from benchmark.errors import UserError, short_error
 from benchmark.isolation import Job, run_in_process, run_jobs, start_method
-from benchmark.plan import Cell, ModelSpec, Planner  # noqa: F401 (ModelSpec re-exported)
+from benchmark.plan import Cell, ModelSpec, Planner, model_class  # noqa: F401 (ModelSpec re-exported)
 from benchmark.registry import CONTROLS, DATASETS, TASKS, VARIANTS
 from benchmark.results import ResultsFile, RunInfo, make_rows
 from benchmark.seed_pass import seed_task_rows
@@ -35,7 +35,8 @@ from benchmark.submission import (canonical_spec, is_external, load_variant_conf
                                   source_hash, variant_name, with_variant_config)
 from benchmark.task import NotScorable, get_task
 from benchmark.stacking import group_key, is_stackable
-from benchmark.training import ModelCache, TrainedModel, train_model, train_models
+from benchmark.training import ModelCache, TrainedModel, train_model, train_models, untrained
+from benchmark.twins import is_twin, twin_name
 
 
 @dataclass
@@ -62,6 +63,7 @@ class RunOptions:
     length: float = 1.0  # training-length multiplier (2: the budget check's re-training)
     results_name: str = "results.csv"  # the file under out_dir (the budget check writes results-2x.csv)
     stack: bool = True  # train each sweep of a stackable variant as one stacked model
+    twins: bool = True  # every trainable variant's untrained twin runs beside it (benchmark/twins.py)
 
 
 DEFAULT_CELL_TIMEOUT = 600.0
@@ -117,7 +119,9 @@ class Runner:
         if options.variant_config is not None:
             self._apply_variant_config(options.variant_config)
         self.controls = [c for c in self.preset.controls if c in CONTROLS] if options.controls else []
-        self.variants = list(self.variant_specs) + self.controls
+        self.twins = [twin_name(v) for v, spec in self.variant_specs.items()
+                      if options.twins and is_trainable(model_class(spec))]
+        self.variants = list(self.variant_specs) + self.twins + self.controls
         self.dataset_names = self._select_datasets()
         for name in self.dataset_names:
             DATASETS.get(self.preset.datasets[name].get("kind", name))
@@ -139,6 +143,10 @@ class Runner:
         the UserError, before anything is built or written."""
         found, problems = {}, []
         for spec in specs:
+            if is_twin(spec):
+                problems.append(f"{spec} is an untrained twin: twins run beside every trainable variant "
+                                "(ask for its variant; --no-twins leaves them out)")
+                continue
             try:
                 resolve_variant(canonical_spec(spec))
             except UserError as err:
@@ -255,6 +263,8 @@ class Runner:
         torch.manual_seed(cell.seed if init_seed is None else init_seed)
         cls = self.variant_class(cell.variant)
         model = cls(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
+        if is_twin(cell.variant):  # initialised from the data, never stepped, never cached
+            return untrained(model, dataset)
         if not is_trainable(cls):  # a control (or a loaded checkpoint): fitted, never trained
             with torch.no_grad():
                 model.fit(dataset.train)
@@ -469,6 +479,8 @@ class Runner:
 
     def stack_key(self, item: "CellWork"):
         cls = self.variant_class(item.cell.variant)
+        if is_twin(item.cell.variant):
+            return None
         if not (self.options.stack and is_stackable(cls) and is_trainable(cls)) or is_external(
                 self.variant_specs.get(item.cell.variant, "")):
             return None
@@ -589,7 +601,8 @@ def budget_check_options(options: RunOptions) -> RunOptions | None:
                                    datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
                                                         [: preset.budget_check["seeds"]])
                                              for name, entry in preset.datasets.items()})
-    return dataclasses.replace(options, preset=narrowed, tasks=tasks, seeds=None, datasets=None,
+    # Twins do not train: their 2x reading is their 1x one (the budget check takes it from there).
+    return dataclasses.replace(options, preset=narrowed, tasks=tasks, seeds=None, datasets=None, twins=False,
                                length=preset.budget_check["length"], results_name=BUDGET_RESULTS)
 
 

@@ -83,7 +83,10 @@ def _train_twins(runner, task, cells: list[Cell], specs: list) -> dict:
     twins = {}
     for group in runner.stacks([Twin(cell, spec) for cell, spec in zip(cells, specs)]):
         try:
-            models = runner.train_group([w.cell for w in group], [w.spec for w in group], init_seed=init)
+            if len(group) > 1:  # a stack
+                models = runner.train_group([w.cell for w in group], [w.spec for w in group], init_seed=init)
+            else:
+                models = [runner.train(group[0].cell, group[0].spec, init_seed=init)]
         except Exception:  # one at a time, so that one failure costs one twin
             models = [_train_or_none(runner, w.cell, w.spec, init) for w in group]
         twins.update({w.cell.setting: model for w, model in zip(group, models) if model is not None})

@@ -112,6 +112,14 @@ class TrainedModel:
         return self.plateau_step is not None if self.trained else True
 
 
+def untrained(model: SAE, dataset: Dataset) -> TrainedModel:
+    """A freshly constructed model initialised from the data and never stepped: an untrained
+    twin (benchmark/twins.py)."""
+    model.init_from_data(dataset.train)
+    model.eval()
+    return TrainedModel(model=model, trained=False)
+
+
 def _batch_concepts(dataset: Dataset, idx):
     return None if dataset.train_concepts is None else dataset.train_concepts[idx]
 

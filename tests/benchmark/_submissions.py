@@ -37,7 +37,8 @@ def broken(name: str) -> str:
 
 
 def run(out: Path, preset: Path, *args: str) -> int:
-    return main(["run", "--preset", str(preset), "--out", str(out), "--no-progress", *args])
+    """`benchmark run` without the untrained twins (tests/benchmark/test_twins.py covers them)."""
+    return main(["run", "--preset", str(preset), "--out", str(out), "--no-progress", "--no-twins", *args])
 
 
 def values(path: Path) -> pd.Series:

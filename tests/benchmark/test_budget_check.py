@@ -137,3 +137,11 @@ def test_check_headlines_checks_each_headline():
     checks = check_headlines(comparison(ONE_X), comparison(ONE_X, info=INFO_2X),
                              [HEADLINE, ("sparsity", "d", "dead_frac", 16.0, False)])
     assert [c.verdict for c in checks] == [STABLE, NO_CHECK]
+
+
+def test_an_untrained_twin_keeps_its_1x_reading_at_2x():
+    # The 2x run leaves twins out (they do not train); a twin tied first at 1x stays so at 2x.
+    at_1x = comparison({"topk": 0.80, "topk-untrained": 0.80, "pca": 0.60})
+    check = check_headline(at_1x, comparison({"topk": 0.80, "pca": 0.60}, info=INFO_2X), *HEADLINE)
+    assert check.at_2x.tied_first == ("topk", "topk-untrained") == check.at_1x.tied_first
+    assert check.stable and check.at_2x.kinds["topk-untrained"] == "twin"

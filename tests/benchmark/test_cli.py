@@ -27,7 +27,7 @@ def test_rerun_skips_finished_cells_and_force_recomputes_them(tmp_path, tiny_pre
     assert run(out, tiny_preset, "--variant", "relu") == 0
     first = pd.read_csv(out / "results.csv")
     assert run(out, tiny_preset, "--variant", "relu") == 0
-    assert "2 task cells already finished" in capsys.readouterr().out
+    assert "4 task cells already finished" in capsys.readouterr().out  # relu and its untrained twin, 2 tasks each
     second = pd.read_csv(out / "results.csv")
     pd.testing.assert_frame_equal(first, second)  # nothing recomputed, nothing doubled
 
@@ -42,7 +42,7 @@ def test_a_new_seed_only_trains_the_new_cells(tmp_path, tiny_preset, capsys):
     out = tmp_path / "out"
     assert run(out, tiny_preset, "--variant", "relu") == 0
     assert run(out, tiny_preset, "--variant", "relu", "--seeds", "0", "1") == 0
-    assert "2 task cells already finished" in capsys.readouterr().out
+    assert "4 task cells already finished" in capsys.readouterr().out  # relu and its untrained twin, 2 tasks each
     assert set(pd.read_csv(out / "results.csv")["seed"]) == {0, 1}
 
 

@@ -163,7 +163,7 @@ def test_the_grid_on_ray_has_the_local_values_and_failing_cells_become_error_row
 
 def cli_process(out: Path, preset: Path, address: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "benchmark", "run", "--preset", str(preset), "--out", str(out), "--no-progress",
-            "--variant", "relu", "topk", "--executor", "ray", "--ray-address", address]
+            "--variant", "relu", "topk", "--executor", "ray", "--ray-address", address, "--no-twins"]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

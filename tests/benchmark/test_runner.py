@@ -41,7 +41,8 @@ def test_each_seed_builds_its_own_data_and_the_spec_sees_it(tmp_path):
         "datasets: {p: {kind: patches32, size: 8, n_train: 64, n_test: 16}}\n"
         "tasks: {reconstruction: {datasets: [p]}}\n"
         "variants: {topk: {aux_k: 8, sweep: [{k: 2}, {k: 4}]}}\n", "t", "t")
-    runner = Runner(RunOptions(preset=preset, variants=["topk"], controls=False, out_dir=tmp_path, progress=False))
+    runner = Runner(RunOptions(preset=preset, variants=["topk"], controls=False, out_dir=tmp_path, progress=False,
+                               twins=False))
     runner.load_datasets()
     a, b = runner.datasets["p", 0], runner.datasets["p", 1]
     assert not torch.equal(a.train, b.train) and a.config != b.config
