@@ -212,7 +212,8 @@ def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, ta
     entries_1x = matched_entries(_on_seeds(results_1x, shared), task, dataset, metric, l0)
     entries_2x = matched_entries(_on_seeds(results_2x, shared), task, dataset, metric, l0)
     # A twin does not train, so the 2x run leaves it out and its 2x reading is its 1x one.
-    entries_2x += [e for e in entries_1x if e.kind == "twin" and e.variant not in {x.variant for x in entries_2x}]
+    at_2x_already = {e.variant for e in entries_2x}
+    entries_2x += [e for e in entries_1x if e.kind == "twin" and e.variant not in at_2x_already]
     from_1x = len(shared) < 2
     better, rule = (one_seed_better(full_1x), ONE_SEED_RULE) if from_1x else (better_paired, PAIRED_RULE)
     at_1x, at_2x = read_verdict(entries_1x, higher, better, rule), read_verdict(entries_2x, higher, better, rule)

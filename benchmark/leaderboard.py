@@ -102,18 +102,16 @@ def separation_text(entries: list[Entry], higher: bool) -> str:
     return f"paired test over {over}: **does not separate any two variants beyond noise**"
 
 
-def control_difference_text(entries: list[Entry], name: str, higher: bool) -> str:
+def control_difference_text(entry: Entry | None, entries: list[Entry], higher: bool) -> str:
     """A variant's paired difference to the best control with its interval ("—" for the rest)."""
-    entry = next((e for e in entries if display_name(e) == name), None)
     control = best_control(entries, higher)
     if entry is None or entry.kind != "variant" or control is None or not entry.reached:
         return "—"
     return paired(entry, control, higher).text() + f" vs {control.variant}"
 
 
-def twin_difference_text(entries: list[Entry], name: str, higher: bool) -> str:
+def twin_difference_text(entry: Entry | None, entries: list[Entry], higher: bool) -> str:
     """A variant's paired difference to its own untrained twin ("—" for the rest)."""
-    entry = next((e for e in entries if display_name(e) == name), None)
     if entry is None or entry.kind != "variant" or not entry.reached:
         return "—"
     twin = twin_of(entry, entries)
@@ -240,9 +238,8 @@ class Leaderboard:
                          + ("; **a control is best**" if won_by_control else "")
                          + twin_text(entries, higher)
                          + "; " + self.budget_note(task.name))
-        names = []
-        for *_, entries in columns:
-            names += [display_name(e) for e in entries if display_name(e) not in names]
+        variant_of = {display_name(e): e.variant for *_, entries in columns for e in entries}
+        names = list(variant_of)
         header = ["model"] + [f"{t.name}: {t.headline} {'↑' if h else '↓'} ({d}, L0 {l0:g})" for t, d, l0, h, _ in columns]
         rows = []
         for name in names:
@@ -250,7 +247,7 @@ class Leaderboard:
             for task, dataset, target, higher, entries in columns:
                 entry = next((e for e in entries if display_name(e) == name), None)
                 if entry is None:
-                    cells.append(self.status_text(task.name, dataset, name.split(" (")[0]))
+                    cells.append(self.status_text(task.name, dataset, variant_of[name]))
                     continue
                 ranks = noise_ranks(entries, higher)
                 text = entry_text(entry, entry.variant in best_of(entries, higher))
@@ -361,8 +358,10 @@ class Leaderboard:
         if headline:
             higher = task.metrics[task.headline]
             verdict = f"\n\n`{task.headline}` at L0 {target:g}: {separation_text(headline, higher)}."
+            by_name = {display_name(e): e for e in headline}
             for row, name in zip(rows, names):
-                row += [control_difference_text(headline, name, higher), twin_difference_text(headline, name, higher)]
+                entry = by_name.get(name)
+                row += [control_difference_text(entry, headline, higher), twin_difference_text(entry, headline, higher)]
         header = ["model", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
         if headline:
             header += [f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]",

@@ -62,8 +62,13 @@ class Difference:
         return f"{self.mean:+.3g} [{self.low:.3g}, {self.high:.3g}]"
 
 
+def _seed_key(seed) -> tuple:
+    """Seeds in numeric order whether they are ints or their strings ("2" before "10")."""
+    return len(str(seed)), str(seed)
+
+
 def _seed_list(seeds) -> str:
-    return ", ".join(sorted(map(str, seeds), key=lambda s: (len(s), s)))
+    return ", ".join(map(str, sorted(seeds, key=_seed_key)))
 
 
 def untested(seeds, reason: str) -> Difference:
@@ -74,7 +79,7 @@ def difference(a: dict, b: dict, higher_is_better: bool) -> Difference:
     """The paired comparison of A's per-seed values against B's ({seed: value} each)."""
     if set(a) != set(b):
         return untested(sorted(set(a) & set(b)), f"seeds differ: {_seed_list(a)} against {_seed_list(b)}")
-    seeds = sorted(a, key=lambda s: (len(str(s)), str(s)))
+    seeds = sorted(a, key=_seed_key)
     if len(seeds) < MIN_SEEDS:
         return untested(seeds, "one seed: no paired test")
     sign = 1.0 if higher_is_better else -1.0

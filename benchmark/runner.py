@@ -374,15 +374,14 @@ class Runner:
             return self.error_rows(cell, tasks, hashes, f"evaluation: {short_error(err)}")
         rows, row = [], self.row_maker(cell, hashes, trained, l0)
         for task in tasks:
-            try:
-                for eval_seed in self.eval_seeds_for(task, cell.dataset):
-                    rows += row(task, metrics=self.evaluate(task, trained, cell, eval_seed), directions=task.metrics,
-                                eval_seed=eval_seed)
+            try:  # every evaluation seed's rows, or the task's one skipped or error row
+                rows += [r for eval_seed in self.eval_seeds_for(task, cell.dataset)
+                         for r in row(task, metrics=self.evaluate(task, trained, cell, eval_seed),
+                                      directions=task.metrics, eval_seed=eval_seed)]
             except NotScorable as why:
-                rows = [r for r in rows if r["task"] != task.name] + row(task, status="skipped", message=str(why))
+                rows += row(task, status="skipped", message=str(why))
             except Exception as err:
-                rows = [r for r in rows if r["task"] != task.name] + row(
-                    task, status="error", message=f"evaluation: {short_error(err)}")
+                rows += row(task, status="error", message=f"evaluation: {short_error(err)}")
         return rows
 
     def resolve(self, cell: Cell, tasks: list) -> tuple[ModelSpec | Exception, dict[str, str]]:

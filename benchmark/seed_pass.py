@@ -18,8 +18,8 @@ from benchmark.task import NotScorable, get_task
 
 
 @dataclass
-class Twin:
-    """A same-data twin to train: what `Runner.stacks` groups by (its cell and model spec)."""
+class SameDataTwin:
+    """A same-data twin to train (not an untrained twin): what `Runner.stacks` groups by."""
 
     cell: Cell
     spec: object
@@ -81,7 +81,7 @@ def _train_twins(runner, task, cells: list[Cell], specs: list) -> dict:
 
     init = cells[0].seed + INIT_OFFSET
     twins = {}
-    for group in runner.stacks([Twin(cell, spec) for cell, spec in zip(cells, specs)]):
+    for group in runner.stacks([SameDataTwin(cell, spec) for cell, spec in zip(cells, specs)]):
         try:
             if len(group) > 1:  # a stack
                 models = runner.train_group([w.cell for w in group], [w.spec for w in group], init_seed=init)
