@@ -36,9 +36,14 @@ def broken(name: str) -> str:
     return f"{BROKEN}:{name}"
 
 
+def run_argv(out: Path, preset: Path, *args: str) -> list[str]:
+    """`benchmark run`'s arguments, without the untrained twins (tests/benchmark/test_twins.py
+    covers them): every run of a test that compares two runs is built here."""
+    return ["run", "--preset", str(preset), "--out", str(out), "--no-progress", "--no-twins", *args]
+
+
 def run(out: Path, preset: Path, *args: str) -> int:
-    """`benchmark run` without the untrained twins (tests/benchmark/test_twins.py covers them)."""
-    return main(["run", "--preset", str(preset), "--out", str(out), "--no-progress", "--no-twins", *args])
+    return main(run_argv(out, preset, *args))
 
 
 def values(path: Path) -> pd.Series:

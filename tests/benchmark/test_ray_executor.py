@@ -23,7 +23,7 @@ from benchmark.errors import UserError
 from benchmark.isolation import Job, run_in_process
 from benchmark.results import COLUMNS, read_results
 from tests.benchmark._processes import is_dead
-from tests.benchmark._submissions import broken, run, write_preset
+from tests.benchmark._submissions import broken, run, run_argv, write_preset
 
 ray = pytest.importorskip("ray")
 from benchmark.ray_executor import connect, run_jobs_ray  # noqa: E402 - after the skip
@@ -162,8 +162,8 @@ def test_the_grid_on_ray_has_the_local_values_and_failing_cells_become_error_row
 
 
 def cli_process(out: Path, preset: Path, address: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "benchmark", "run", "--preset", str(preset), "--out", str(out), "--no-progress",
-            "--variant", "relu", "topk", "--executor", "ray", "--ray-address", address, "--no-twins"]
+    argv = [sys.executable, "-m", "benchmark",
+            *run_argv(out, preset, "--variant", "relu", "topk", "--executor", "ray", "--ray-address", address)]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

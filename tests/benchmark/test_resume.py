@@ -13,7 +13,7 @@ import torch
 
 from benchmark.cli import main
 from benchmark.results import COLUMNS, ResultsFile, RunInfo, make_rows, read_results
-from tests.benchmark._submissions import KEY, run, values, write_preset
+from tests.benchmark._submissions import KEY, run, run_argv, values, write_preset
 
 VARIANTS = ["relu", "topk"]
 
@@ -36,7 +36,7 @@ def kill_mid_run(tmp_path: Path, preset: Path, args: list[str]) -> Path:
     that finished before the signal tests nothing: retry in a fresh folder with a shorter delay."""
     for attempt, longest_delay in enumerate([0.4, 0.1, 0.0]):
         out = tmp_path / f"killed{attempt}"
-        argv = ["run", "--preset", str(preset), "--out", str(out), "--no-progress", *args]
+        argv = run_argv(out, preset, *args)
         cli = multiprocessing.get_context("fork").Process(target=cli_in_child, args=(argv,))
         cli.start()
         wait_for_rows(out / "results.csv", cli)
