@@ -22,8 +22,8 @@ from benchmark import budget_check
 from benchmark.config import DEFAULT_COMPARISON, load_preset
 from benchmark.errors import UserError
 from benchmark.eval_noise import variance_split
-from benchmark.matched import (Entry, beats_controls, beats_twin, best_control, matched_entries, noise_ranks,
-                               paired, separated_pairs, twin_of)
+from benchmark.matched import (NULL_CONTROL, Entry, beats_controls, beats_null, beats_twin, best_control,
+                               matched_entries, noise_ranks, paired, separated_pairs, twin_of)
 from benchmark.paired import LEVEL
 from benchmark.registry import TASKS
 from benchmark.results import latest_runs, read_results
@@ -121,7 +121,7 @@ def twin_difference_text(entry: Entry | None, entries: list[Entry], higher: bool
 def twin_text(entries: list[Entry], higher: bool) -> str:
     """"; beats its untrained twin: relu, topk; **does not: mp**", and a flag when an untrained
     twin is tied first; "" without twins."""
-    variants = [e for e in entries if e.kind == "variant" and twin_of(e, entries) is not None]
+    variants = [e for e in entries if e.kind == "variant" and e.reached and twin_of(e, entries) is not None]
     if not variants:
         return ""
     beat = [e.variant for e in variants if beats_twin(e, entries, higher)]
@@ -133,6 +133,20 @@ def twin_text(entries: list[Entry], higher: bool) -> str:
     if any(e.kind == "twin" and ranks.get(e.variant) == 1 for e in entries):
         text += "; **an untrained twin is tied first**"
     return text
+
+
+def null_text(entries: list[Entry], higher: bool) -> str:
+    """"; every variant beats random-dict", or "; beats random-dict: relu; **does not: dense**",
+    where the null control reached the L0; "" otherwise."""
+    verdicts = {e.variant: beats_null(e, entries, higher) for e in entries if e.kind == "variant"}
+    verdicts = {v: beat for v, beat in verdicts.items() if beat is not None}
+    if not verdicts:
+        return ""
+    losers = [v for v, beat in verdicts.items() if not beat]
+    if not losers:
+        return f"; every variant beats {NULL_CONTROL}"
+    winners = [v for v, beat in verdicts.items() if beat]
+    return f"; beats {NULL_CONTROL}: {', '.join(winners) or 'none'}; **does not: {', '.join(losers)}**"
 
 
 class Leaderboard:
@@ -236,7 +250,7 @@ class Leaderboard:
             caveat = " (indicative: its per-seed values share models)" if task.across_seeds else ""
             notes.append(f"- `{task.name}` ({dataset}, L0 {target:g}): {separation_text(entries, higher)}{caveat}"
                          + ("; **a control is best**" if won_by_control else "")
-                         + twin_text(entries, higher)
+                         + twin_text(entries, higher) + null_text(entries, higher)
                          + "; " + self.budget_note(task.name))
         variant_of = {display_name(e): e.variant for *_, entries in columns for e in entries}
         names = list(variant_of)
@@ -266,8 +280,10 @@ class Leaderboard:
                   f"{LEVEL:.0%}, per comparison (ties within noise share a rank; models read on different "
                   f"seeds are not compared); there is no overall rank, since the columns are not comparable. "
                   f"{BEATS}: better than the best control beyond noise. {BEATS_TWIN}: better than its own untrained twin "
-                  f"(same constructor and seed, initialised from the data, zero steps) beyond noise. {NOT_REACHED}: the sweep does not reach this "
-                  f"L0. {UNCONVERGED}: read from a model whose training did not converge. Best in bold.")
+                  f"(same constructor and seed, initialised from the data, zero steps; a penalty-based variant's "
+                  f"twin keeps each sample's largest codes, to reach the targets' L0) beyond noise; each note below "
+                  f"also says whether every variant beats {NULL_CONTROL}, the null. {NOT_REACHED}: the sweep does not "
+                  f"reach this L0. {UNCONVERGED}: read from a model whose training did not converge. Best in bold.")
         return "## Summary at the headline L0\n\n" + legend + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(notes)
 
     def budget_section(self) -> str:

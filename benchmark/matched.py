@@ -150,6 +150,18 @@ def beats_controls(entry: Entry, entries: list[Entry], higher_is_better: bool,
     return better(entry, control, higher_is_better)
 
 
+NULL_CONTROL = "random-dict"  # a dictionary nothing was learned into: what training must beat
+
+
+def beats_null(entry: Entry, entries: list[Entry], higher_is_better: bool,
+               better: Better = better_paired) -> bool | None:
+    """Better than the null control (NULL_CONTROL) beyond noise; None when it did not reach the L0."""
+    null = next((e for e in entries if e.variant == NULL_CONTROL and e.reached), None)
+    if null is None or not entry.reached:
+        return None
+    return better(entry, null, higher_is_better)
+
+
 def twin_of(entry: Entry, entries: list[Entry]) -> Entry | None:
     """A variant's untrained twin among the entries, if it reached the L0."""
     return next((e for e in entries if e.variant == twin_name(entry.variant) and e.reached), None)

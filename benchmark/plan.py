@@ -19,7 +19,7 @@ from benchmark.registry import CONTROLS
 from benchmark.results import content_hash
 from benchmark.submission import resolve_variant
 from benchmark.training import TrainConfig
-from benchmark.twins import base_name, is_twin
+from benchmark.twins import KEEP_TOP, base_name, is_k_sparse, is_twin, keep_top_levels
 
 NO_TRAINING = TrainConfig(epochs=0, batch_size=1, lr=0.0)  # what a control's or a checkpoint's spec records
 
@@ -99,16 +99,24 @@ class Planner:
             base = dict(self.preset.controls.get(name) or {})
             targets = self.preset.l0_targets(dataset.name)
             return {setting_label(s): dict(base, **s) for s in cls.settings(targets, dataset)}
-        return self.preset.settings(base_name(name), dataset.name)
+        settings = self.preset.settings(base_name(name), dataset.name)
+        if is_twin(name) and not is_k_sparse(cls):  # read at the targets' sparsity (benchmark/twins.py)
+            first = next(iter(settings.values()))
+            levels = keep_top_levels(self.preset.l0_targets(dataset.name))
+            return {setting_label({KEEP_TOP: t}): dict(first, **{KEEP_TOP: t}) for t in levels}
+        return settings
 
     def model_spec(self, cell: Cell, dataset) -> ModelSpec:
         cls = self.model_class(cell.variant)
         hparams = dict(self.settings(cell.variant, dataset)[cell.setting])
+        keep_top = hparams.pop(KEEP_TOP, None)
         n_latents = self.preset.n_latents_for(cell.dataset)
         reference = hparams.pop("match_params_of", None)
         if reference is not None:
             n_latents = self._matched_n_latents(cls, reference, dataset, n_latents, hparams)
         n_latents, hparams = cls.configure(dataset, n_latents, hparams)
+        if keep_top is not None:
+            hparams[KEEP_TOP] = keep_top
         trains = getattr(cls, "trainable", True) and not is_twin(cell.variant)
         train = self.preset.train_config(cell.variant, cell.dataset, self.length) if trains else NO_TRAINING
         return ModelSpec(cell.variant, n_latents, hparams, train, cell.seed, dataset.config,

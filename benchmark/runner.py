@@ -36,7 +36,7 @@ from benchmark.submission import (canonical_spec, is_external, load_variant_conf
 from benchmark.task import NotScorable, get_task
 from benchmark.stacking import group_key, is_stackable
 from benchmark.training import ModelCache, TrainedModel, train_model, train_models, untrained
-from benchmark.twins import is_twin, twin_name
+from benchmark.twins import KEEP_TOP, is_twin, twin_name
 
 
 @dataclass
@@ -262,9 +262,11 @@ class Runner:
         dataset = self.on_device(cell.dataset, cell.seed)
         torch.manual_seed(cell.seed if init_seed is None else init_seed)
         cls = self.variant_class(cell.variant)
-        model = cls(dataset.input_shape, spec.n_latents, **spec.hparams).to(self.device)
+        hparams = dict(spec.hparams)
+        keep_top = hparams.pop(KEEP_TOP, None)  # a penalty-based twin's sparsity, not the constructor's
+        model = cls(dataset.input_shape, spec.n_latents, **hparams).to(self.device)
         if is_twin(cell.variant):  # initialised from the data, never stepped, never cached
-            return untrained(model, dataset)
+            return untrained(model, dataset, keep_top)
         if not is_trainable(cls):  # a control (or a loaded checkpoint): fitted, never trained
             with torch.no_grad():
                 model.fit(dataset.train)
@@ -355,11 +357,11 @@ class Runner:
         return self.evaluate_cell(cell, tasks, hashes, trained)
 
     def train_and_evaluate_group(self, items: list["CellWork"]) -> list[dict]:
-        """Rows of a stacked sweep's cells. A training failure raises: the parent then runs the
-        cells one at a time, so that it lands on the cell that caused it."""
-        if len(items) == 1:
-            item = items[0]
-            return self.train_and_evaluate(item.cell, item.tasks, item.hashes, item.spec)
+        """Rows of a stacked sweep's cells (or a group of twins). A training failure raises: the
+        parent then runs the cells one at a time, so that it lands on the cell that caused it."""
+        if len(items) == 1 or is_twin(items[0].cell.variant):  # twins: one after another
+            return [row for item in items
+                    for row in self.train_and_evaluate(item.cell, item.tasks, item.hashes, item.spec)]
         trained = self.train_group([i.cell for i in items], [i.spec for i in items])
         return [row for item, model in zip(items, trained)
                 for row in self.evaluate_cell(item.cell, item.tasks, item.hashes, model)]
@@ -468,9 +470,11 @@ class Runner:
         return self._jobs(self.stacks(work))
 
     def stacks(self, work: list["CellWork"]) -> list[list["CellWork"]]:
-        """Cells grouped into stacks: a built-in stackable variant's cells on one dataset that
+        """Cells grouped into jobs: a built-in stackable variant's cells on one dataset that
         share width, fixed hyperparameters, training settings and batch size (every seed and
-        sweep setting); every other cell alone."""
+        sweep setting) as one stack; the untrained twins of one (dataset, seed) as one job (they
+        train nothing: a child process each would cost more than their evaluation); every other
+        cell alone."""
         groups: dict = {}
         for item in work:
             groups.setdefault(self.stack_key(item) or ("alone", len(groups)), []).append(item)
@@ -479,7 +483,7 @@ class Runner:
     def stack_key(self, item: "CellWork"):
         cls = self.variant_class(item.cell.variant)
         if is_twin(item.cell.variant):
-            return None
+            return ("twins", item.cell.dataset, item.cell.seed)
         if not (self.options.stack and is_stackable(cls) and is_trainable(cls)) or is_external(
                 self.variant_specs.get(item.cell.variant, "")):
             return None

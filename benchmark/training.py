@@ -112,12 +112,23 @@ class TrainedModel:
         return self.plateau_step is not None if self.trained else True
 
 
-def untrained(model: SAE, dataset: Dataset) -> TrainedModel:
+def untrained(model: SAE, dataset: Dataset, keep_top: int | None = None) -> TrainedModel:
     """A freshly constructed model initialised from the data and never stepped: an untrained
-    twin (benchmark/twins.py)."""
+    twin (benchmark/twins.py). `keep_top`: its codes keep each sample's largest |values| only."""
     model.init_from_data(dataset.train)
     model.eval()
+    if keep_top is not None:
+        model.encode = keep_largest(model.encode, keep_top)  # this instance only
     return TrainedModel(model=model, trained=False)
+
+
+def keep_largest(encode, k: int):
+    """`encode` whose codes keep each row's k largest |values| (ties broken by topk), zeros elsewhere."""
+    def sparse_encode(*args, **kwargs):
+        codes = encode(*args, **kwargs)
+        kept = codes.abs().topk(min(k, codes.shape[-1]), dim=-1).indices
+        return torch.zeros_like(codes).scatter(-1, kept, codes.gather(-1, kept))
+    return sparse_encode
 
 
 def _batch_concepts(dataset: Dataset, idx):

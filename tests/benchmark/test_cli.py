@@ -11,7 +11,7 @@ def run(out, preset, *extra):
 
 def values(path):
     frame = pd.read_csv(path)
-    return frame.set_index(["task", "dataset", "variant", "seed", "metric"])["value"].sort_index()
+    return frame.set_index(["task", "dataset", "variant", "setting", "seed", "metric"])["value"].sort_index()
 
 
 def test_two_runs_with_the_same_seed_give_identical_values(tmp_path, tiny_preset):
@@ -27,7 +27,8 @@ def test_rerun_skips_finished_cells_and_force_recomputes_them(tmp_path, tiny_pre
     assert run(out, tiny_preset, "--variant", "relu") == 0
     first = pd.read_csv(out / "results.csv")
     assert run(out, tiny_preset, "--variant", "relu") == 0
-    assert "4 task cells already finished" in capsys.readouterr().out  # relu and its untrained twin, 2 tasks each
+    # relu, and its untrained twin at its 4 keep_top settings (the targets 8, 16, 32 and 64), 2 tasks each
+    assert "10 task cells already finished" in capsys.readouterr().out
     second = pd.read_csv(out / "results.csv")
     pd.testing.assert_frame_equal(first, second)  # nothing recomputed, nothing doubled
 
@@ -42,7 +43,8 @@ def test_a_new_seed_only_trains_the_new_cells(tmp_path, tiny_preset, capsys):
     out = tmp_path / "out"
     assert run(out, tiny_preset, "--variant", "relu") == 0
     assert run(out, tiny_preset, "--variant", "relu", "--seeds", "0", "1") == 0
-    assert "4 task cells already finished" in capsys.readouterr().out  # relu and its untrained twin, 2 tasks each
+    # relu, and its untrained twin at its 4 keep_top settings (the targets 8, 16, 32 and 64), 2 tasks each
+    assert "10 task cells already finished" in capsys.readouterr().out
     assert set(pd.read_csv(out / "results.csv")["seed"]) == {0, 1}
 
 

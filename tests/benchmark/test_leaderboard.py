@@ -186,3 +186,22 @@ def test_2x_rows_enter_no_other_table_figure_or_the_convergence_section(tmp_path
 
     assert strip(with_2x) == strip(without)
     assert "ghost" not in strip(with_2x)
+
+
+# ----- the summary's twin and null-control verdicts -----
+def _entry(name, values, kind="variant"):
+    from benchmark.matched import Entry
+    by_seed = {str(seed): v for seed, v in enumerate(values)}
+    return Entry(name, sum(values) / max(len(values), 1), 0.0, len(values), 3, True, kind, by_seed)
+
+
+def test_the_summary_names_who_beats_the_twin_and_the_null_and_skips_models_that_missed_the_l0():
+    from benchmark.leaderboard import null_text, twin_text
+    entries = [_entry("topk", [0.50, 0.52, 0.55]), _entry("topk-untrained", [0.10, 0.11, 0.12], "twin"),
+               _entry("relu", [0.12, 0.11, 0.13]), _entry("relu-untrained", [0.11, 0.12, 0.12], "twin"),
+               _entry("conv", []), _entry("conv-untrained", [0.0, 0.1, 0.2], "twin"),
+               _entry("random-dict", [0.15, 0.14, 0.15], "control")]
+    assert twin_text(entries, True) == "; beats its untrained twin: topk; **does not: relu**"  # conv: n/r
+    assert null_text(entries, True) == "; beats random-dict: topk; **does not: relu**"
+    assert null_text(entries[:2] + entries[-1:], True) == "; every variant beats random-dict"
+    assert null_text(entries[:2], True) == ""  # no null control: nothing to say

@@ -2,11 +2,13 @@
 training matters and tied where it is a no-op."""
 import pandas as pd
 import pytest
+import torch
 
 from benchmark.cli import main
 from benchmark.matched import beats_twin, matched_entries
 from benchmark.runner import Cell, Runner
-from benchmark.twins import base_name, is_twin, twin_name
+from benchmark.training import keep_largest
+from benchmark.twins import base_name, is_k_sparse, is_twin, keep_top_levels, twin_name
 from tests.benchmark._runs import run_preset
 
 KNOWN = ("seeds: [0, 1, 2]\nn_latents: 64\ntrain: {max_steps: 400, batch_size: 128, lr: 0.01}\n"
@@ -51,20 +53,52 @@ def test_on_a_known_dictionary_trained_topk_beats_its_twin(known_run, task, metr
 
 def test_a_model_whose_training_is_a_no_op_ties_its_twin_on_every_metric(tmp_path):
     preset = ("seeds: [0, 1]\nn_latents: 32\ntrain: {epochs: 3, batch_size: 64, lr: 0.0}\n"
-              "comparison: {l0_targets: [8], headline_l0: 8}\n"
+              "comparison: {l0_targets: [6], headline_l0: 6}\n"
               "datasets: {digits8: {}}\n"
               "tasks: {reconstruction: {datasets: [digits8]}, sparsity: {datasets: [digits8]}}\n"
-              "variants: {relu: {sweep: [{l1_coeff: 0.1}, {l1_coeff: 1.0}]}}\n")
-    _, results = run_preset(preset, tmp_path, variants=["relu"], controls=False)
+              "variants: {topk: {sweep: [{k: 4}, {k: 8}]}}\n")
+    _, results = run_preset(preset, tmp_path, variants=["topk"], controls=False)
     ok = results[results.status == "ok"]
     key = ["task", "setting", "seed", "metric"]
-    trained = ok[ok.variant == "relu"].set_index(key).value.sort_index()
-    twin = ok[ok.variant == "relu-untrained"].set_index(key).value.sort_index()
+    trained = ok[ok.variant == "topk"].set_index(key).value.sort_index()
+    twin = ok[ok.variant == "topk-untrained"].set_index(key).value.sort_index()
     assert len(trained) > 10 and trained.index.equals(twin.index)
-    assert trained.to_numpy() == pytest.approx(twin.to_numpy(), abs=1e-12)
-    entries = matched_entries(results, "reconstruction", "digits8", "r2", 8)
-    relu = next(e for e in entries if e.variant == "relu")
-    assert not beats_twin(relu, entries, True)
+    # Equal to float rounding: the trained sweep runs as one stacked model, and renormalising
+    # unit atoms after each (empty) step moves them by ~1e-7.
+    assert trained.to_numpy() == pytest.approx(twin.to_numpy(), rel=1e-5, abs=1e-9)
+    entries = matched_entries(results, "reconstruction", "digits8", "r2", 6)
+    topk = next(e for e in entries if e.variant == "topk")
+    assert not beats_twin(topk, entries, True)
+
+
+def test_a_penalty_twin_is_read_at_the_targets_sparsity(tmp_path):
+    # relu's twin at init has L0 ≈ K/2 = 16, no target's; its settings keep each sample's t
+    # largest codes for t each target and twice the largest (here 4 and 8), whatever the sweep.
+    preset = ("seeds: [0]\nn_latents: 32\ntrain: {epochs: 1, batch_size: 64, lr: 0.01}\n"
+              "comparison: {l0_targets: [4], headline_l0: 4}\n"
+              "datasets: {digits8: {}}\ntasks: {sparsity: {datasets: [digits8]}}\n"
+              "variants: {relu: {sweep: [{l1_coeff: 0.1}, {l1_coeff: 1.0}]}}\n")
+    _, results = run_preset(preset, tmp_path, variants=["relu"], controls=False)
+    l0 = results[(results.variant == "relu-untrained") & (results.metric == "l0")].set_index("setting").value
+    assert sorted(l0.index) == ["keep_top=4", "keep_top=8"]
+    assert l0["keep_top=4"] == pytest.approx(4, abs=0.05) and l0["keep_top=8"] == pytest.approx(8, abs=0.2)
+    untruncated = results[(results.variant == "relu") & (results.metric == "l0")]
+    assert len(untruncated) == 2  # the trained sweep is unchanged
+
+
+def test_keep_largest_keeps_each_rows_largest_magnitudes():
+    encode = lambda x: x  # noqa: E731
+    codes = torch.tensor([[0.5, -3.0, 1.0, 0.0], [0.0, 0.0, 0.2, 0.0]])
+    kept = keep_largest(encode, 2)(codes)
+    torch.testing.assert_close(kept, torch.tensor([[0.0, -3.0, 1.0, 0.0], [0.0, 0.0, 0.2, 0.0]]))
+    assert keep_largest(encode, 9)(codes).equal(codes)  # k beyond the width keeps everything
+
+
+def test_a_twin_is_k_sparse_only_when_its_constructor_takes_k():
+    from benchmark.registry import VARIANTS
+    assert [v for v in ("topk", "batchtopk", "matryoshka", "mp", "relu", "jumprelu", "tensor")
+            if is_k_sparse(VARIANTS.get(v))] == ["topk", "batchtopk", "matryoshka", "mp"]
+    assert keep_top_levels([8, 16, 32]) == [8, 16, 32, 64] and keep_top_levels([4.0]) == [4, 8]
 
 
 def test_no_twins_leaves_them_out(tmp_path):
