@@ -34,11 +34,16 @@ def add_run(sub):
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: the preset's)")
     p.add_argument("--dataset", nargs="+", metavar="NAME", help="only these datasets of the selected tasks "
                    "(default: every dataset the tasks list)")
+    p.add_argument("--activations", type=Path, metavar="FILE", help="train and score on your own activations "
+                   "([N, d] in .npy, .safetensors or .pt) instead of the preset's datasets (README: your activations)")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="with --activations: a CSV of binary attributes, one "
+                   "row per activation row, for sparse_probing")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
     p.add_argument("--data-root", type=Path, help="where downloadable datasets (cifar10, mnist) live (default: ./data)")
     p.add_argument("--download", action="store_true", help="download missing datasets into --data-root")
     p.add_argument("--force", action="store_true", help="recompute cells already in results.csv")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder: results.csv, plots/, cache/ (default: results)")
+    p.add_argument("--out", type=Path, help="results folder: results.csv, plots/, cache/ (default: results; with "
+                   "--activations, results/activations-<file stem>)")
     p.add_argument("--leaderboard", type=Path, help="leaderboard file to regenerate (default: leaderboard.md for results/, else OUT/leaderboard.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--cell-timeout", type=positive_float, metavar="SECONDS", help="time limit of one cell "
@@ -68,8 +73,18 @@ def cmd_run(args) -> int:
     if not (args.all or args.variant or args.task):
         raise UserError("say what to run: --all, or --variant NAME and/or --task NAME")
     preset = load_preset(args.preset)
+    out, own = args.out or DEFAULT_OUT, None
+    if args.activations is not None:  # the preset's variants, controls and tasks on the file
+        from benchmark.interop.own_data import activations_preset, dataset_name
+
+        if args.dataset:
+            raise UserError("--dataset and --activations exclude each other: the file is the only dataset")
+        preset = own = activations_preset(preset, args.activations, args.labels)
+        out = args.out or DEFAULT_OUT / f"activations-{dataset_name(args.activations)}"
+    elif args.labels is not None:
+        raise UserError("--labels goes with --activations")
     options = RunOptions(preset=preset, variants=args.variant, tasks=args.task, seeds=args.seeds, datasets=args.dataset,
-                         device=args.device, out_dir=args.out, data_root=args.data_root,
+                         device=args.device, out_dir=out, data_root=args.data_root,
                          download=args.download, force=args.force, progress=not args.no_progress,
                          variant_config=args.config, cell_timeout=args.cell_timeout,
                          isolate=not args.in_process, jobs=args.jobs, executor=args.executor,
@@ -78,8 +93,8 @@ def cmd_run(args) -> int:
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address needs --executor ray")
     budget = None if args.no_budget_check else budget_check_options(options)
-    return run_and_report(Runner(options), leaderboard_path(args.out, args.leaderboard),
-                          Runner(budget) if budget is not None else None)
+    return run_and_report(Runner(options), leaderboard_path(out, args.leaderboard),
+                          Runner(budget) if budget is not None else None, preset=own)
 
 
 # ----- list -----

@@ -28,7 +28,7 @@ from benchmark.paired import LEVEL
 from benchmark.registry import TASKS
 from benchmark.results import latest_runs, read_results
 from benchmark.task import get_task
-from benchmark.twins import base_name
+from benchmark.twins import base_name, twin_name
 
 UNCONVERGED = "†"
 BEATS = "✓"
@@ -114,6 +114,8 @@ def twin_difference_text(entry: Entry | None, entries: list[Entry], higher: bool
     """A variant's paired difference to its own untrained twin ("—" for the rest)."""
     if entry is None or entry.kind != "variant" or not entry.reached:
         return "—"
+    if not any(e.variant == twin_name(entry.variant) for e in entries):
+        return "—"  # no twin at all: a checkpoint, or a run without twins
     twin = twin_of(entry, entries)
     return "n/r (twin)" if twin is None else paired(entry, twin, higher).text()
 
@@ -151,7 +153,7 @@ def null_text(entries: list[Entry], higher: bool) -> str:
 
 class Leaderboard:
     def __init__(self, results: pd.DataFrame, preset: str, output: Path, plot_dir: Path,
-                 budget_results: pd.DataFrame | None = None):
+                 budget_results: pd.DataFrame | None = None, preset_config=None):
         self.all_results = results[results["preset"] == preset]
         self.results = latest_runs(newest_suite(self.all_results))
         # The 2x-training rows (None: the run wrote no 2x file): same preset, the suite version
@@ -168,7 +170,7 @@ class Leaderboard:
         self.output = output
         self.plot_dir = plot_dir
         try:
-            self.preset = load_preset(preset)
+            self.preset = preset_config or load_preset(preset)
         except UserError:
             self.preset = None  # results of a preset file that is not in the package
 
@@ -375,13 +377,17 @@ class Leaderboard:
             higher = task.metrics[task.headline]
             verdict = f"\n\n`{task.headline}` at L0 {target:g}: {separation_text(headline, higher)}."
             by_name = {display_name(e): e for e in headline}
+            twins = any(e.kind == "twin" for e in headline)
             for row, name in zip(rows, names):
                 entry = by_name.get(name)
-                row += [control_difference_text(entry, headline, higher), twin_difference_text(entry, headline, higher)]
+                row.append(control_difference_text(entry, headline, higher))
+                if twins:
+                    row.append(twin_difference_text(entry, headline, higher))
         header = ["model", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
         if headline:
-            header += [f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]",
-                       f"{task.headline}: paired Δ to its untrained twin [95% CI]"]
+            header.append(f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]")
+            if any(e.kind == "twin" for e in headline):
+                header.append(f"{task.headline}: paired Δ to its untrained twin [95% CI]")
         return f"#### L0 = {target:g}\n\n" + markdown_table(header, rows) + verdict
 
     def task_section(self, task) -> str:
@@ -390,6 +396,10 @@ class Leaderboard:
 
         for dataset in self.task_datasets(task.name):
             parts.append(f"### {task.name} on {dataset}")
+            if not self.scored(task.name, dataset):  # every row skipped (or failed): say why, once
+                reasons = sorted(set(self.not_ok(task.name, dataset)["message"].astype(str)))
+                parts.append(f"Not scored on {dataset}: {'; '.join(reasons)}")
+                continue
             plot = frontier_plot(self.results, task.name, dataset, task.headline, task.metrics[task.headline],
                                  self.targets(dataset), Path(self.plot_dir) / f"frontier_{task.name}_{dataset}.png")
             if plot is not None:
@@ -401,6 +411,10 @@ class Leaderboard:
             rel = os.path.relpath(path, self.output.parent)
             parts.append(f"**{title}**\n\n![{title}]({rel})")
         return "\n\n".join(p for p in parts if p)
+
+    def scored(self, task: str, dataset: str) -> bool:
+        rows = self.results[(self.results["task"] == task) & (self.results["dataset"] == dataset)]
+        return bool((rows["status"] == "ok").any())
 
     def notes(self, task: str, dataset: str) -> str:
         rows = self.not_ok(task, dataset)
@@ -457,13 +471,16 @@ class Leaderboard:
         return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def write_leaderboard(results_path: Path, output: Path, plot_dir: Path, preset: str | None = None) -> Path:
+def write_leaderboard(results_path: Path, output: Path, plot_dir: Path, preset: str | None = None,
+                      preset_config=None) -> Path:
+    """`preset_config`: the run's own Preset where it cannot be loaded by name (an activations file's)."""
     results = read_results(results_path)
     if results.empty:
         raise UserError(f"no results in {results_path}: run `python -m benchmark run` first")
     two_x = budget_path(results_path)
     budget_results = read_results(two_x) if two_x.exists() else None
-    board = Leaderboard(results, choose_preset(results, preset), Path(output), Path(plot_dir), budget_results)
+    name = preset_config.name if preset_config is not None else choose_preset(results, preset)
+    board = Leaderboard(results, name, Path(output), Path(plot_dir), budget_results, preset_config)
     text = board.render()
     tmp = Path(output).with_suffix(".md.tmp")
     tmp.write_text(text)

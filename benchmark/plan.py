@@ -95,6 +95,9 @@ class Planner:
         cls = self.model_class(name)
         if set(cls.requires) - dataset.capabilities():
             return {DEFAULT_SETTING: {}}
+        family = getattr(cls, "family_settings", None)  # checkpoints read as one sweep
+        if family is not None:
+            return family()
         if is_control(cls):
             base = dict(self.preset.controls.get(name) or {})
             targets = self.preset.l0_targets(dataset.name)

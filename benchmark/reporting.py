@@ -13,10 +13,11 @@ def leaderboard_path(out_dir: Path, explicit: Path | None) -> Path:
     return Path("leaderboard.md") if Path(out_dir) == DEFAULT_OUT else Path(out_dir) / "leaderboard.md"
 
 
-def run_and_report(runner, leaderboard: Path, budget_runner=None) -> int:
+def run_and_report(runner, leaderboard: Path, budget_runner=None, preset=None) -> int:
     """Run the grid (then, if given, the budget check's longer re-training of the headlines),
     regenerate the leaderboard, print the counts and every failed cell; the exit code is 1
-    when any cell errored (`run` and `eval` alike)."""
+    when any cell errored (`run` and `eval` alike). `preset`: a preset made for this run (an
+    activations file's), which the leaderboard cannot load by name."""
     from benchmark.leaderboard import write_leaderboard
 
     summary = runner.run()
@@ -24,7 +25,7 @@ def run_and_report(runner, leaderboard: Path, budget_runner=None) -> int:
         print(f"budget check: re-training each task's headline at {budget_runner.options.length:g}x", file=sys.stderr)
         extra = budget_runner.run()
         summary.errors += extra.errors
-    board = write_leaderboard(runner.results.path, leaderboard, runner.out_dir / "plots")
+    board = write_leaderboard(runner.results.path, leaderboard, runner.out_dir / "plots", preset_config=preset)
     c = summary.counts
     print(f"{c['ok']} metrics ok, {c['skipped']} skipped, {c['error']} errors, "
           f"{c['resumed']} task cells already finished; results in {runner.results.path}, leaderboard in {board}")

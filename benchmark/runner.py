@@ -200,7 +200,8 @@ class Runner:
         dictionaries), and a missing dataset stops the run before anything is written."""
         keys = [(name, seed) for name in self.dataset_names for seed in self.seeds_for(name)]
         for name, seed in tqdm(keys, desc="datasets", leave=False, disable=not self.options.progress):
-            self.datasets[name, seed] = self.build_dataset(name, seed)
+            if (name, seed) not in self.datasets:  # (eval builds its dataset first, to check the checkpoints)
+                self.datasets[name, seed] = self.build_dataset(name, seed)
             self.check_stream(name, self.datasets[name, seed])
 
     def check_stream(self, name: str, dataset: Dataset) -> None:

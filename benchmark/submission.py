@@ -94,7 +94,9 @@ def canonical_spec(spec: str) -> str:
     if not is_external(spec):
         return spec
     if foreign_kind(spec) == "checkpoint":
-        return f"{CHECKPOINT}{Path(_foreign_target(spec)).resolve()}"
+        from benchmark.interop import canonical_target
+
+        return f"{CHECKPOINT}{canonical_target(_foreign_target(spec))}"
     if foreign_kind(spec):
         return spec
     target, class_name, is_file = _split(spec)

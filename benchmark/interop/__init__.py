@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.interop import dictionary_learning, saelens, sparsify
-from benchmark.interop.checkpoint import CheckpointSAE, LinearCheckpoint, check_input_dim
+from benchmark.interop.checkpoint import CheckpointFamilySAE, CheckpointSAE, LinearCheckpoint, check_input_dim
 
 FORMATS = {"SAELens": saelens, "sparsify": sparsify, "dictionary_learning": dictionary_learning}
 CHECKPOINT_PREFIX = "checkpoint:"
@@ -40,32 +40,83 @@ def load_checkpoint(directory: Path) -> LinearCheckpoint:
     return FORMATS[detect_format(directory)].load(Path(directory))
 
 
-def checkpoint_name(directory) -> str:
-    """Its name in results.csv: `ckpt:` and the folder's name."""
-    return f"ckpt:{Path(directory).resolve().name}"
+FAMILY_SEPARATOR = "|"  # checkpoint:DIR1|DIR2|...: one family of checkpoints (a sweep)
 
 
-def checkpoint_hash(directory) -> str:
-    """Hash of every file of the folder: a changed checkpoint is a new model (re-run, not resumed)."""
+def members_of(target) -> list[Path]:
+    """The folders of a `checkpoint:` target: one, or a family's."""
+    return [Path(part) for part in str(target).split(FAMILY_SEPARATOR)]
+
+
+def canonical_target(target) -> str:
+    """Absolute folders, a family's sorted: the same family whatever the order given."""
+    resolved = [str(p.resolve()) for p in members_of(target)]
+    return FAMILY_SEPARATOR.join(sorted(resolved) if len(resolved) > 1 else resolved)
+
+
+def family_key(ckpt: LinearCheckpoint) -> tuple:
+    """Checkpoints with the same key form one family."""
+    return (ckpt.format, ckpt.architecture, ckpt.activation, ckpt.d_in, ckpt.d_sae)
+
+
+def family_name(ckpt: LinearCheckpoint) -> str:
+    return f"ckpt:{ckpt.format}-{ckpt.architecture}-{ckpt.d_sae}"
+
+
+def checkpoint_name(target) -> str:
+    """Its name in results.csv: `ckpt:` and the folder's name; a family's, `ckpt:` and its
+    format, architecture and width."""
+    members = members_of(target)
+    if len(members) > 1:
+        return checkpoint_class(target).name
+    return f"ckpt:{members[0].resolve().name}"
+
+
+def checkpoint_hash(target) -> str:
+    """Hash of every file of the folder(s): a changed checkpoint is a new model (re-run, not resumed)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(directory).iterdir() if p.is_file()):
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for directory in members_of(canonical_target(target)):
+        for path in sorted(p for p in Path(directory).iterdir() if p.is_file()):
+            digest.update(path.name.encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
-def checkpoint_class(directory) -> type:
-    """A CheckpointSAE subclass holding the checkpoint of `directory` (read once per version)."""
-    directory = Path(directory).resolve()
-    detect_format(directory)  # a clear line before hashing a folder of anything
-    key = (str(directory), checkpoint_hash(directory))
+def checkpoint_class(target) -> type:
+    """A CheckpointSAE subclass holding the checkpoint of a folder, or a CheckpointFamilySAE
+    subclass holding a family's (each version read once per process)."""
+    members = members_of(canonical_target(target))
+    for directory in members:
+        detect_format(directory)  # a clear line before hashing a folder of anything
+    key = (canonical_target(target), checkpoint_hash(target))
     if key not in _classes:
-        ckpt = load_checkpoint(directory)
-        name = checkpoint_name(directory)
-        _classes[key] = type("CheckpointSAE", (CheckpointSAE,), {
-            "checkpoint": ckpt, "name": name, "__doc__": f"{name}: {ckpt.describe()}"})
+        _classes[key] = _family_class(members) if len(members) > 1 else _single_class(members[0])
     return _classes[key]
 
 
-__all__ = ["CHECKPOINT_PREFIX", "CheckpointSAE", "LinearCheckpoint", "check_input_dim", "checkpoint_class",
-           "checkpoint_hash", "checkpoint_name", "detect_format", "load_checkpoint"]
+def _single_class(directory: Path) -> type:
+    ckpt = load_checkpoint(directory)
+    name = checkpoint_name(directory)
+    return type("CheckpointSAE", (CheckpointSAE,), {"checkpoint": ckpt, "name": name,
+                                                    "__doc__": f"{name}: {ckpt.describe()}"})
+
+
+def _family_class(directories: list[Path]) -> type:
+    loaded = {d.name: load_checkpoint(d) for d in directories}
+    if len(loaded) < len(directories):
+        raise UserError("checkpoints of one family need distinct folder names; got "
+                        f"{', '.join(str(d) for d in directories)}")
+    keys = {family_key(c) for c in loaded.values()}
+    if len(keys) > 1:
+        raise UserError(f"{', '.join(loaded)}: not one family (format, architecture, activation, d_in and d_sae "
+                        "must agree)")
+    first = next(iter(loaded.values()))
+    name = family_name(first)
+    return type("CheckpointFamilySAE", (CheckpointFamilySAE,), {
+        "checkpoint": first, "members": loaded, "name": name,
+        "__doc__": f"{name}: {len(loaded)} checkpoints ({', '.join(loaded)}), {first.describe()}"})
+
+
+__all__ = ["CHECKPOINT_PREFIX", "FAMILY_SEPARATOR", "CheckpointFamilySAE", "CheckpointSAE", "LinearCheckpoint",
+           "canonical_target", "check_input_dim", "checkpoint_class", "checkpoint_hash", "checkpoint_name",
+           "detect_format", "family_key", "load_checkpoint", "members_of"]

@@ -79,9 +79,9 @@ class CheckpointSAE(SAE):
     checkpoint: LinearCheckpoint | None = None
     name = "checkpoint"
 
-    def __init__(self, input_shape, n_latents):
+    def __init__(self, input_shape, n_latents, checkpoint: LinearCheckpoint | None = None):
         super().__init__(input_shape, n_latents)
-        ckpt = self.checkpoint
+        ckpt = checkpoint or self.checkpoint
         if self.input_dim != ckpt.d_in:
             raise ValueError(f"{self.name} takes inputs of {ckpt.d_in} values; got input shape {self.input_shape}")
         if self.n_latents != ckpt.d_sae:
@@ -132,6 +132,31 @@ class CheckpointSAE(SAE):
 
     def loss(self, x, x_hat, codes):
         raise RuntimeError(f"{self.name} is a trained checkpoint: it is evaluated, never trained")
+
+
+class CheckpointFamilySAE(CheckpointSAE):
+    """Checkpoints of one format, architecture and width read as one variant whose settings are
+    its members (`member=<folder>`): their L0s make a sweep, read at the target L0s like a
+    suite variant's. Subclasses made by `checkpoint_class` carry `members` and `name`."""
+
+    members: dict[str, LinearCheckpoint] = {}
+
+    def __init__(self, input_shape, n_latents, member: str):
+        super().__init__(input_shape, n_latents, self.members[member])
+
+    @classmethod
+    def family_settings(cls) -> dict[str, dict]:
+        return {f"member={label}": {"member": label} for label in cls.members}
+
+    @classmethod
+    def configure(cls, dataset, n_latents: int, hparams: dict) -> tuple[int, dict]:
+        member = hparams.get("member")
+        if set(hparams) != {"member"} or member not in cls.members:
+            raise UserError(f"{cls.name} takes one hyperparameter, member (one of {', '.join(cls.members)}); "
+                            f"got {hparams}")
+        ckpt = cls.members[member]
+        check_input_dim(ckpt, f"{cls.name} member {member}", dataset.name, dataset.input_shape)
+        return ckpt.d_sae, {"member": member}
 
 
 def check_input_dim(ckpt: LinearCheckpoint, name: str, dataset_name: str, input_shape) -> None:

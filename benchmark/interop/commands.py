@@ -9,20 +9,31 @@ DEFAULT_OUT = Path("results")
 
 # ----- eval -----
 def add_eval(sub):
-    p = sub.add_parser("eval", help="score a trained SAE from elsewhere (SAELens, sparsify, dictionary_learning)",
-                       description="Load a trained SAE checkpoint (its format told by its files), check its input "
-                       "dimension against the dataset, and score it on every task of the preset that runs on that "
-                       "dataset, without training. Rows are named ckpt:<folder>; finished cells are skipped unless "
+    p = sub.add_parser("eval", help="score trained SAEs from elsewhere (SAELens, sparsify, dictionary_learning)",
+                       description="Load trained SAE checkpoints (each one's format told by its files), check their "
+                       "input dimension against the data, and score them on every task of the preset that runs on "
+                       "it, without training: on a dataset of the preset (--dataset), or on your own activations "
+                       "file (--activations), beside the controls fitted on it. Checkpoints of one format, "
+                       "architecture and width form a family, read as one sweep at the target L0s; a checkpoint "
+                       "alone is compared with the controls at its own L0. Finished cells are skipped unless "
                        "--force (a changed checkpoint is a new model).")
-    p.add_argument("--checkpoint", type=Path, required=True, metavar="DIR",
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True, metavar="DIR",
                    help="SAELens (cfg.json + sae_weights.safetensors), sparsify (cfg.json + sae.safetensors) or "
-                   "dictionary_learning (ae.pt + config.json) folder")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="a dataset of the preset (see `list`)")
+                   "dictionary_learning (ae.pt + config.json) folders, or a folder holding such folders")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset", metavar="NAME", help="a dataset of the preset (see `list`)")
+    data.add_argument("--activations", type=Path, metavar="FILE", help="your activations, [N, d]: .npy, "
+                      ".safetensors or .pt (split into train and test by the seed; see the README)")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="with --activations: a CSV of binary attributes, one "
+                   "row per activation row (and an optional `group` column), for sparse_probing")
+    p.add_argument("--l0-targets", type=float, nargs="+", metavar="L0", help="with --activations: the target L0s "
+                   "(default: the preset's; a checkpoint alone adds its own)")
     p.add_argument("--task", nargs="+", metavar="NAME", help="task name(s) (default: every task of the preset "
-                   "that runs on the dataset)")
+                   "that runs on the data)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(preset_names())}, or a YAML file (default: default)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="data seeds (default: the preset's)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results)")
+    p.add_argument("--out", type=Path, help="results folder (default: results; with --activations, "
+                   "results/activations-<file stem>)")
     p.add_argument("--force", action="store_true", help="recompute cells already in results.csv")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--data-root", type=Path, help="where downloadable datasets live")
@@ -33,30 +44,51 @@ def add_eval(sub):
 
 
 def cmd_eval(args) -> int:
-    from benchmark.reporting import leaderboard_path, run_and_report
     from benchmark.datasets import build_dataset
     from benchmark.interop import check_input_dim, checkpoint_class
+    from benchmark.interop.own_data import (activations_preset, checkpoint_folders, checkpoint_specs,
+                                            dataset_name, own_l0_targets, test_rows_for, with_targets)
+    from benchmark.reporting import leaderboard_path, run_and_report
     from benchmark.runner import RunOptions, Runner
 
+    if args.activations is None and (args.labels or args.l0_targets):
+        raise UserError("--labels and --l0-targets go with --activations")
     preset = load_preset(args.preset)
+    if args.activations is not None:
+        preset = activations_preset(preset, args.activations, args.labels, args.l0_targets)
+        args.dataset = dataset_name(args.activations)
+        out = args.out or DEFAULT_OUT / f"activations-{args.dataset}"
+    else:
+        out = args.out or DEFAULT_OUT
     if args.dataset not in preset.datasets:
         raise UserError(f"dataset {args.dataset!r} is not in preset {preset.name!r}; its datasets: "
                         f"{', '.join(preset.datasets)}")
     tasks = args.task or [t for t in preset.tasks if args.dataset in preset.task_datasets(t)]
     if not tasks:
         raise UserError(f"no task of preset {preset.name!r} runs on dataset {args.dataset!r}; pick another dataset")
-    cls = checkpoint_class(args.checkpoint)  # format, tensors and shapes: one line each
-    seed = (args.seeds or preset.seeds)[0]
+    specs = checkpoint_specs(checkpoint_folders(args.checkpoint))  # format, tensors, shapes: one line each
+    classes = [checkpoint_class(spec.split(":", 1)[1]) for spec in specs]
+    if args.activations is not None:  # the test split's dense codes of the widest SAE within a budget
+        preset = test_rows_for(preset, args.dataset, max(cls.checkpoint.d_sae for cls in classes))
+    seed = (args.seeds or preset.seeds_for(args.dataset))[0]
     dataset = build_dataset(args.dataset, preset.dataset_build_config(args.dataset), args.data_root,
                             args.download, seed=seed)
-    check_input_dim(cls.checkpoint, cls.name, args.dataset, dataset.input_shape)
-    options = RunOptions(preset=preset, variants=[f"checkpoint:{args.checkpoint}"], tasks=tasks, seeds=args.seeds,
-                         datasets=[args.dataset], controls=False, device=args.device, out_dir=args.out,
-                         data_root=args.data_root, download=args.download, force=args.force,
-                         progress=not args.no_progress, isolate=not args.in_process)
+    for cls in classes:
+        for member, ckpt in (getattr(cls, "members", None) or {cls.name: cls.checkpoint}).items():
+            check_input_dim(ckpt, member, args.dataset, dataset.input_shape)
+    own_data = args.activations is not None
+    if own_data:  # each checkpoint alone is read at its own L0, beside the controls
+        preset = with_targets(preset, own_l0_targets(specs, dataset))
+    options = RunOptions(preset=preset, variants=specs, tasks=tasks, seeds=args.seeds, datasets=[args.dataset],
+                         controls=own_data, device=args.device, out_dir=out, data_root=args.data_root,
+                         download=args.download, force=args.force, progress=not args.no_progress,
+                         isolate=not args.in_process)
     runner = Runner(options)
-    print(f"{cls.name}: {cls.checkpoint.describe()}")
-    return run_and_report(runner, leaderboard_path(args.out, None))
+    if own_data:
+        runner.datasets[args.dataset, seed] = dataset  # built once: the file is scanned once
+    for cls in classes:
+        print(f"{cls.name}: {cls.__doc__.split(': ', 1)[1]}")
+    return run_and_report(runner, leaderboard_path(out, None), preset=preset if own_data else None)
 
 
 # ----- export -----
