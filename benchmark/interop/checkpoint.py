@@ -3,7 +3,8 @@
 Every supported format reduces to one form (the format modules say how their fields map onto it):
 
     pre   = (x - b_dec·[center]) @ W_enc + b_enc      W_enc (d_in, d_sae), center: a flag
-    codes = activation(pre)                           relu | topk | jumprelu | groupmax | gated
+    codes = activation(pre)                           relu | topk | abstopk | jumprelu | groupmax | gated
+    codes = pursuit(x - b_dec·[center], W_dec)        matching pursuit (SAELens' tied MP SAE)
     x_hat = codes @ W_dec + b_dec                     W_dec (d_sae, d_in)
 
 Where a format rescales activations by the decoder norms (SAELens' `rescale_acts_by_decoder_norm`)
@@ -23,7 +24,7 @@ from benchmark.variant import SAE
 from baselines._sparse import decode_rows, row_sparse_codes
 from baselines.topk import keep_topk
 
-ACTIVATIONS = ("relu", "topk", "jumprelu", "groupmax", "gated")
+ACTIVATIONS = ("relu", "topk", "abstopk", "jumprelu", "groupmax", "gated", "pursuit")
 
 
 @dataclass
@@ -37,9 +38,11 @@ class LinearCheckpoint:
     b_dec: torch.Tensor
     center: bool  # subtract b_dec from x before encoding (every format's input bias is b_dec or none)
     activation: str
-    k: int | None = None  # topk, groupmax
+    k: int | None = None  # topk, abstopk, groupmax
     threshold: torch.Tensor | None = None  # jumprelu: codes where pre > threshold (per latent, or one scalar)
     gate: dict[str, torch.Tensor] = field(default_factory=dict)  # gated: gate_bias, r_mag, mag_bias
+    # pursuit: residual_threshold, max_iterations (None: d_in), stop_on_duplicate_support
+    pursuit: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -87,7 +90,11 @@ class CheckpointSAE(SAE):
         if self.n_latents != ckpt.d_sae:
             raise ValueError(f"{self.name} has {ckpt.d_sae} latents; asked for {self.n_latents}")
         self.activation, self.k, self.center = ckpt.activation, ckpt.k, ckpt.center
+        self.pursuit = dict(ckpt.pursuit)
+        tied = ("W_enc", "b_enc") if self.activation == "pursuit" else ()  # its encoder is W_dec itself
         for name, value in ckpt.tensors().items():  # parameters that nothing trains
+            if name in tied:
+                continue
             setattr(self, name, nn.Parameter(value.clone(), requires_grad=False))
 
     @classmethod
@@ -105,6 +112,9 @@ class CheckpointSAE(SAE):
         return ((x - self.b_dec) if self.center else x) @ self.W_enc + self.b_enc
 
     def encode(self, x):
+        if self.activation == "pursuit":
+            x = x.flatten(1)
+            return matching_pursuit((x - self.b_dec) if self.center else x, self.W_dec, **self.pursuit)
         pre = self.pre_activation(x)
         if self.activation == "relu":
             return pre.relu()
@@ -112,6 +122,9 @@ class CheckpointSAE(SAE):
             return keep_topk(pre, min(self.k, self.n_latents))
         if self.activation == "jumprelu":
             return pre.relu() * (pre > self.threshold)
+        if self.activation == "abstopk":  # the k largest |pre|, signed, no ReLU (SAELens' AbsTopK)
+            index = pre.abs().topk(min(self.k, self.n_latents), dim=-1).indices
+            return row_sparse_codes(index, pre.gather(-1, index), self.n_latents)
         if self.activation == "groupmax":  # the largest ReLU'd value of each of k equal groups
             values, index = pre.relu().unflatten(-1, (self.k, -1)).max(dim=-1)
             offsets = torch.arange(0, self.n_latents, self.n_latents // self.k, device=pre.device)
@@ -132,6 +145,35 @@ class CheckpointSAE(SAE):
 
     def loss(self, x, x_hat, codes):
         raise RuntimeError(f"{self.name} is a trained checkpoint: it is evaluated, never trained")
+
+
+def matching_pursuit(residual: torch.Tensor, W_dec: torch.Tensor, residual_threshold: float = 1e-2,
+                     max_iterations: int | None = None, stop_on_duplicate_support: bool = True) -> torch.Tensor:
+    """SAELens' matching-pursuit encoding (MatchingPursuitSAE.encode): at each step every row
+    takes the atom of largest ReLU(residual · atom), adds ReLU(residual · atom) to its code and
+    removes that from its residual; a row stops when its support did not change
+    (`stop_on_duplicate_support`) or its residual norm fell below `residual_threshold` (> 0);
+    at most `max_iterations` steps (None: d_in)."""
+    residual = residual.clone()
+    n, (d_sae, d_in) = residual.shape[0], W_dec.shape
+    codes = residual.new_zeros(n, d_sae)
+    previous = torch.zeros(n, d_sae, dtype=torch.bool, device=residual.device)
+    done = torch.zeros(n, dtype=torch.bool, device=residual.device)
+    for _ in range(d_in if max_iterations is None else max_iterations):
+        index = (residual @ W_dec.T).relu().max(dim=1, keepdim=True).indices
+        atom = W_dec[index.squeeze(1)]
+        value = (residual * atom).sum(-1, keepdim=True).relu() * (~done).unsqueeze(1).to(residual.dtype)
+        codes.scatter_add_(1, index, value)
+        residual = residual - value * atom
+        if stop_on_duplicate_support:
+            support = codes != 0
+            done = done | (support == previous).all(dim=1)
+            previous = support
+        if residual_threshold > 0:
+            done = done | (residual.norm(dim=-1) < residual_threshold)
+        if done.all():
+            break
+    return codes
 
 
 class CheckpointFamilySAE(CheckpointSAE):

@@ -1,12 +1,12 @@
 """SAELens checkpoints: `cfg.json` + `sae_weights.safetensors` (what `SAE.save_model` writes).
 
 Fields read (SAELens 6 names; pre-6 names where they differ):
-- `architecture`: "standard", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk", "gated"
-  (missing: "standard", as SAELens defaults it);
+- `architecture`: "standard", "topk", "abstopk", "jumprelu", "batchtopk", "matryoshka_batchtopk",
+  "gated", "matching_pursuit" (missing: "standard", as SAELens defaults it);
 - `d_in`, `d_sae`; `k` for topk (pre-6: `activation_fn_kwargs.k` with `activation_fn_str` "topk");
 - `apply_b_dec_to_input` (default true): subtract b_dec before encoding;
 - `rescale_acts_by_decoder_norm` (topk and batchtopk training configs, default false);
-- `normalize_activations`: only "none" (see below).
+- `normalize_activations`: "none", or "expected_average_only_in" (see below).
 Tensors: `W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_in], `b_dec` [d_in];
 `threshold` [d_sae] (jumprelu); `topk_threshold` (scalar, batchtopk training checkpoints);
 `b_gate`, `b_mag`, `r_mag` (gated, which has no b_enc). Any dtype is read as float32.
@@ -15,17 +15,27 @@ Encoding, as SAELens' inference classes do it (hidden_pre = (x - b_dec·apply_b_
 - standard: ReLU(hidden_pre);
 - topk: the k largest hidden_pre per sample, then ReLU (after multiplying hidden_pre by the decoder
   row norms when `rescale_acts_by_decoder_norm`, decoding codes / norms: folded into the weights);
+- abstopk: the k largest |hidden_pre| per sample, signed, no ReLU (rescaling as for topk);
+- matching_pursuit (tied: no W_enc, no b_enc): SAELens' pursuit on x - b_dec·apply_b_dec_to_input
+  over the rows of W_dec, with `residual_threshold` (default 0.01), `max_iterations` (default
+  d_in) and `stop_on_duplicate_support` (default true) (benchmark.interop.checkpoint.matching_pursuit);
+  decoding adds b_dec only when apply_b_dec_to_input, as SAELens' does;
 - jumprelu: ReLU(hidden_pre) where hidden_pre > ReLU(threshold), else 0;
 - batchtopk, matryoshka_batchtopk: SAELens saves these as jumprelu with every threshold equal to
   the learned `topk_threshold` (BatchTopK's inference rule), so that is how they are encoded;
 - gated: 1[hidden_pre + b_gate > 0] · ReLU(exp(r_mag) · hidden_pre + b_mag), hidden_pre without b_enc.
 Decoding: codes W_dec + b_dec.
 
-Refused, each with the reason: `normalize_activations` other than "none" (constant_norm_rescale
-and layer_norm rescale every sample by a factor that decode must remember from encode;
-expected_average_only_in needs a scaling factor that is not in the checkpoint: fold it with
-`SAE.fold_activation_norm_scaling_factor` and save again), a finetuning scaling factor,
-`activation_fn` other than relu/topk, and any other architecture.
+`normalize_activations: expected_average_only_in`: SAELens' inference SAE applies nothing for it
+(its training folds the scaling factor into the weights when it finishes, and `from_pretrained`
+folds the factor its registry knows). So the weights are read as they are, unless the folder
+holds SAELens' `activation_scaler.json` (a training checkpoint) with a `scaling_factor` f: then it
+is folded as SAELens folds it, W_enc·f, W_dec / f, b_dec / f.
+
+Refused, each with the reason: `normalize_activations` constant_norm_rescale, layer_norm and
+covariance_whitening (they rescale or transform every sample by what decode must remember from
+encode), a finetuning scaling factor, `activation_fn` other than relu/topk, and any other
+architecture.
 """
 from pathlib import Path
 
@@ -37,7 +47,9 @@ from benchmark.interop.checkpoint import LinearCheckpoint
 
 CONFIG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
-ARCHITECTURES = ("standard", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk", "gated")
+ARCHITECTURES = ("standard", "topk", "abstopk", "jumprelu", "batchtopk", "matryoshka_batchtopk", "gated",
+                 "matching_pursuit")
+SCALER = "activation_scaler.json"  # SAELens training checkpoints: {"scaling_factor": f, ...}
 BASE_TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec")
 BENCHMARK_KEY = "sae_benchmark"  # provenance written by our export; SAELens ignores unknown keys
 
@@ -63,30 +75,56 @@ def load(directory: Path) -> LinearCheckpoint:
     for name in needed:
         if name in shapes:
             check_shape(tensors, name, shapes[name], weights_path, f"cfg.json d_in {d_in}, d_sae {d_sae}")
-    W_enc, W_dec = tensors["W_enc"].float(), tensors["W_dec"].float()
-    b_dec = tensors["b_dec"].float()
+    W_dec, b_dec = tensors["W_dec"].float(), tensors["b_dec"].float()
+    W_enc = W_dec.T if architecture == "matching_pursuit" else tensors["W_enc"].float()
     b_enc = tensors["b_enc"].float() if "b_enc" in needed else torch.zeros(d_sae)
     if cfg.get("rescale_acts_by_decoder_norm", False):  # SAELens' own fold (_fold_norm_topk)
         norms = W_dec.norm(dim=-1).clamp(min=1e-8)
         W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
+    factor = _scaling_factor(cfg, directory)
+    if factor is not None and architecture == "matching_pursuit":  # its override: W_dec stays, the threshold moves
+        b_dec = b_dec / factor
+        threshold = cfg.get("residual_threshold", 1e-2)
+        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+            cfg = dict(cfg, residual_threshold=threshold / factor)
+    elif factor is not None:  # SAE.fold_activation_norm_scaling_factor
+        W_enc, W_dec, b_dec = W_enc * factor, W_dec / factor, b_dec / factor
     common = dict(format="SAELens", architecture=architecture, directory=directory, W_enc=W_enc,
                   b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, center=bool(cfg.get("apply_b_dec_to_input", True)))
     activation = _activation(cfg, architecture)
-    if activation == "topk":
-        return LinearCheckpoint(**common, activation="topk", k=_k(cfg, cfg_path))
+    if activation in ("topk", "abstopk"):
+        return LinearCheckpoint(**common, activation=activation, k=_k(cfg, cfg_path))
     if architecture == "jumprelu":
         return LinearCheckpoint(**common, activation="jumprelu", threshold=tensors["threshold"].float().relu())
     if architecture in ("batchtopk", "matryoshka_batchtopk"):
         check_shape(tensors, "topk_threshold", (), weights_path, "the BatchTopK inference threshold (a scalar)")
         threshold = torch.full((d_sae,), float(tensors["topk_threshold"])).relu()
         return LinearCheckpoint(**common, activation="jumprelu", threshold=threshold)
+    if architecture == "matching_pursuit":
+        return _pursuit(common, cfg, cfg_path)
     if architecture == "gated":
         gate = {"gate_bias": tensors["b_gate"], "r_mag": tensors["r_mag"], "mag_bias": tensors["b_mag"]}
         return LinearCheckpoint(**common, activation="gated", gate=gate)
     return LinearCheckpoint(**common, activation="relu")
 
 
+def _pursuit(common: dict, cfg: dict, path: Path) -> LinearCheckpoint:
+    """SAELens' MatchingPursuitSAE: tied, and b_dec added back only where it was subtracted."""
+    threshold, iterations = cfg.get("residual_threshold", 1e-2), cfg.get("max_iterations")
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+        raise UserError(f"{path}: residual_threshold must be a number; got {threshold!r}")
+    if iterations is not None:
+        iterations = config_int(cfg, "max_iterations", path)
+    if not common["center"]:
+        common = dict(common, b_dec=torch.zeros_like(common["b_dec"]))
+    pursuit = {"residual_threshold": float(threshold), "max_iterations": iterations,
+               "stop_on_duplicate_support": bool(cfg.get("stop_on_duplicate_support", True))}
+    return LinearCheckpoint(**common, activation="pursuit", pursuit=pursuit)
+
+
 def _needed_tensors(architecture: str) -> tuple[str, ...]:
+    if architecture == "matching_pursuit":
+        return ("W_dec", "b_dec")
     if architecture == "gated":
         return ("W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag")
     if architecture == "jumprelu":
@@ -99,8 +137,24 @@ def _needed_tensors(architecture: str) -> tuple[str, ...]:
 def _activation(cfg: dict, architecture: str) -> str:
     """Pre-6 SAELens wrote TopK SAEs as architecture "standard" with activation_fn_str "topk"."""
     if architecture != "standard":
-        return "topk" if architecture == "topk" else architecture
+        return architecture
     return "topk" if cfg.get("activation_fn_str", cfg.get("activation_fn", "relu")) == "topk" else "relu"
+
+
+def _scaling_factor(cfg: dict, directory: Path) -> float | None:
+    """The factor to fold for `expected_average_only_in` (module docstring), else None."""
+    norm = cfg.get("normalize_activations", "none")
+    if norm is not True and norm != "expected_average_only_in":
+        return None
+    scaler = directory / SCALER
+    if not scaler.is_file():
+        return None  # as SAELens' inference: nothing applied, the weights are taken as folded
+    factor = read_json(scaler).get("scaling_factor")
+    if factor is None:
+        return None
+    if not isinstance(factor, (int, float)) or not factor > 0:
+        raise UserError(f"{scaler}: scaling_factor must be a positive number; got {factor!r}")
+    return float(factor)
 
 
 def _k(cfg: dict, path: Path) -> int:
@@ -116,12 +170,10 @@ def _check_supported(cfg: dict, path: Path) -> None:
     norm = cfg.get("normalize_activations", "none")
     if isinstance(norm, bool):  # SAELens' own backwards compatibility
         norm = "expected_average_only_in" if norm else "none"
-    if norm not in ("none", None):
-        why = {"expected_average_only_in": "its scaling factor is not in the checkpoint; fold it into the "
-                                           "weights (SAE.fold_activation_norm_scaling_factor) and save again"}
-        raise UserError(f"{path}: normalize_activations {norm!r} is not supported: "
-                        + why.get(norm, "it rescales each sample by a factor that decoding must remember from "
-                                        "encoding; fold the normalisation into the data instead"))
+    if norm not in ("none", None, "expected_average_only_in"):
+        raise UserError(f"{path}: normalize_activations {norm!r} is not supported: it rescales or transforms each "
+                        "sample by what decoding must remember from encoding; fold the normalisation into the "
+                        "data instead")
     if cfg.get("finetuning_scaling_factor"):
         raise UserError(f"{path}: finetuning_scaling_factor is not supported; fold it into W_dec and save again")
     activation = cfg.get("activation_fn_str", cfg.get("activation_fn", "relu"))

@@ -109,6 +109,72 @@ def test_rescale_acts_by_decoder_norm_is_folded(tmp_path):
     assert torch.allclose(plain.encode(x), (x @ W_enc).relu() / 2, atol=1e-6)
 
 
+def test_abstopk_keeps_the_k_largest_magnitudes_with_their_signs(tmp_path):
+    """SAELens' AbsTopK: top k of |hidden_pre|, the signed values kept, no ReLU."""
+    dataset = toy_dataset()
+    W_enc = torch.eye(D)  # hidden_pre = x - b_dec = x: the codes are x's entries
+    write_saelens(tmp_path / "abs", saelens_cfg("abstopk", D, D, k=2),
+                  {"W_enc": W_enc, "b_enc": torch.zeros(D), "W_dec": torch.eye(D), "b_dec": torch.zeros(D)})
+    x = torch.tensor([[0.1, -3.0, 0.5, 2.0, -0.2, 0.0]])
+    codes = build(tmp_path / "abs", dataset).encode(x)
+    assert torch.equal(codes, torch.tensor([[0.0, -3.0, 0.0, 2.0, 0.0, 0.0]]))
+    write_saelens(tmp_path / "plain", saelens_cfg("topk", D, D, k=2),
+                  {"W_enc": W_enc, "b_enc": torch.zeros(D), "W_dec": torch.eye(D), "b_dec": torch.zeros(D)})
+    assert torch.equal(build(tmp_path / "plain", dataset).encode(x), torch.tensor([[0.0, 0.0, 0.5, 2.0, 0.0, 0.0]]))
+
+
+def test_expected_average_only_in_applies_nothing_unless_the_scaler_is_in_the_folder(tmp_path):
+    """As SAELens: its inference SAE applies nothing for expected_average_only_in; a training
+    checkpoint's activation_scaler.json factor f is folded (W_enc·f, W_dec / f, b_dec / f)."""
+    import json
+
+    dataset = toy_dataset()
+    W_enc, W_dec = inverting()
+    tensors = {"W_enc": W_enc, "b_enc": torch.zeros(2 * D), "W_dec": W_dec, "b_dec": torch.full((D,), 0.5)}
+    write_saelens(tmp_path / "folded", saelens_cfg("standard", D, 2 * D, normalize_activations="expected_average_only_in"),
+                  tensors)
+    x = dataset.test
+    folded = build(tmp_path / "folded", dataset)
+    assert torch.equal(folded.decode(folded.encode(x)), build(standard(tmp_path / "none"), dataset).decode(
+        build(tmp_path / "none", dataset).encode(x)))
+    write_saelens(tmp_path / "scaled", saelens_cfg("standard", D, 2 * D, normalize_activations="expected_average_only_in"),
+                  tensors)
+    (tmp_path / "scaled" / "activation_scaler.json").write_text(json.dumps({"scaling_factor": 4.0}))
+    scaled = build(tmp_path / "scaled", dataset)
+    # SAELens' training view: the SAE saw x·f; folding makes it take x and give back x.
+    assert torch.allclose(scaled.encode(x), (4.0 * (x - 0.125) @ W_enc).relu(), atol=1e-5)
+    assert torch.allclose(scaled.decode(scaled.encode(x)), x, atol=1e-5)
+
+
+def orthonormal_pursuit(folder, **cfg):
+    atoms = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(0))).Q.T.contiguous()
+    write_saelens(folder, saelens_cfg("matching_pursuit", D, D, **cfg), {"W_dec": atoms, "b_dec": torch.full((D,), 0.25)})
+    return atoms
+
+
+def test_matching_pursuit_recovers_codes_on_orthonormal_atoms_and_honours_its_stops(tmp_path):
+    """SAELens' tied MP SAE (no W_enc): on orthonormal atoms pursuit picks the true atoms in order of
+    their coefficients and stops when the support repeats; max_iterations 1 keeps the largest only."""
+    dataset = toy_dataset()
+    atoms = orthonormal_pursuit(tmp_path / "mp")
+    x = 0.25 + 0.9 * atoms[3] + 0.5 * atoms[1]  # b_dec = 0.25 is subtracted first
+    model = build(tmp_path / "mp", dataset)
+    expected = torch.zeros(1, D)
+    expected[0, 3], expected[0, 1] = 0.9, 0.5
+    assert torch.allclose(model.encode(x[None]), expected, atol=1e-5)
+    assert torch.allclose(model.decode(model.encode(x[None])), x[None], atol=1e-5)
+    assert sum(p.numel() for p in model.parameters()) == D * D + D  # tied: W_dec and b_dec only
+    orthonormal_pursuit(tmp_path / "one", max_iterations=1)
+    once = build(tmp_path / "one", dataset).encode(x[None])
+    assert (once != 0).sum() == 1 and once[0, 3] == pytest.approx(0.9, abs=1e-5)
+    orthonormal_pursuit(tmp_path / "loose", residual_threshold=0.6, stop_on_duplicate_support=False)
+    loose = build(tmp_path / "loose", dataset).encode(x[None])  # ‖residual‖ 0.5 < 0.6 after one atom
+    assert (loose != 0).sum() == 1
+    orthonormal_pursuit(tmp_path / "raw", apply_b_dec_to_input=False)
+    raw = build(tmp_path / "raw", dataset)  # b_dec neither subtracted nor added back, as SAELens decodes
+    assert torch.allclose(raw.decode(raw.encode(x[None] - 0.25)), x[None] - 0.25, atol=1e-5)
+
+
 def test_configure_refuses_a_dataset_of_another_dimension(tmp_path):
     cls = checkpoint_class(standard(tmp_path / "sae"))
     with pytest.raises(UserError, match="d_in is 6 but dataset toy has 5 values"):
