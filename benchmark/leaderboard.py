@@ -372,12 +372,12 @@ class Leaderboard:
                 cells.append(text)
             rows.append([name, *cells])
         headline = per_metric.get(task.headline, [])
+        twins = any(e.kind == "twin" for e in headline)
         verdict = ""
         if headline:
             higher = task.metrics[task.headline]
             verdict = f"\n\n`{task.headline}` at L0 {target:g}: {separation_text(headline, higher)}."
             by_name = {display_name(e): e for e in headline}
-            twins = any(e.kind == "twin" for e in headline)
             for row, name in zip(rows, names):
                 entry = by_name.get(name)
                 row.append(control_difference_text(entry, headline, higher))
@@ -386,7 +386,7 @@ class Leaderboard:
         header = ["model", *(f"{m} {'↑' if task.metrics[m] else '↓'}" for m in metrics)]
         if headline:
             header.append(f"{task.headline}: paired Δ to the best control, + favours the variant [95% CI]")
-            if any(e.kind == "twin" for e in headline):
+            if twins:
                 header.append(f"{task.headline}: paired Δ to its untrained twin [95% CI]")
         return f"#### L0 = {target:g}\n\n" + markdown_table(header, rows) + verdict
 

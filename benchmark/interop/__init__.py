@@ -102,7 +102,7 @@ def _single_class(directory: Path) -> type:
 
 
 def _family_class(directories: list[Path]) -> type:
-    loaded = {d.name: load_checkpoint(d) for d in directories}
+    loaded = {d.name: checkpoint_class(d).checkpoint for d in directories}  # each member read once
     if len(loaded) < len(directories):
         raise UserError("checkpoints of one family need distinct folder names; got "
                         f"{', '.join(str(d) for d in directories)}")

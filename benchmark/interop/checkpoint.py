@@ -188,7 +188,9 @@ class CheckpointFamilySAE(CheckpointSAE):
 
     @classmethod
     def family_settings(cls) -> dict[str, dict]:
-        return {f"member={label}": {"member": label} for label in cls.members}
+        from benchmark.config import setting_label
+
+        return {setting_label({"member": label}): {"member": label} for label in cls.members}
 
     @classmethod
     def configure(cls, dataset, n_latents: int, hparams: dict) -> tuple[int, dict]:

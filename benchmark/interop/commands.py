@@ -45,11 +45,12 @@ def add_eval(sub):
 
 def cmd_eval(args) -> int:
     from benchmark.datasets import build_dataset
-    from benchmark.interop import check_input_dim, checkpoint_class
+    from benchmark.interop import check_input_dim
     from benchmark.interop.own_data import (activations_preset, checkpoint_folders, checkpoint_specs,
                                             dataset_name, own_l0_targets, test_rows_for, with_targets)
     from benchmark.reporting import leaderboard_path, run_and_report
     from benchmark.runner import RunOptions, Runner
+    from benchmark.submission import resolve_variant
 
     if args.activations is None and (args.labels or args.l0_targets):
         raise UserError("--labels and --l0-targets go with --activations")
@@ -67,7 +68,7 @@ def cmd_eval(args) -> int:
     if not tasks:
         raise UserError(f"no task of preset {preset.name!r} runs on dataset {args.dataset!r}; pick another dataset")
     specs = checkpoint_specs(checkpoint_folders(args.checkpoint))  # format, tensors, shapes: one line each
-    classes = [checkpoint_class(spec.split(":", 1)[1]) for spec in specs]
+    classes = [resolve_variant(spec) for spec in specs]
     if args.activations is not None:  # the test split's dense codes of the widest SAE within a budget
         preset = test_rows_for(preset, args.dataset, max(cls.checkpoint.d_sae for cls in classes))
     seed = (args.seeds or preset.seeds_for(args.dataset))[0]
@@ -78,7 +79,7 @@ def cmd_eval(args) -> int:
             check_input_dim(ckpt, member, args.dataset, dataset.input_shape)
     own_data = args.activations is not None
     if own_data:  # each checkpoint alone is read at its own L0, beside the controls
-        preset = with_targets(preset, own_l0_targets(specs, dataset))
+        preset = with_targets(preset, own_l0_targets(classes, dataset))
     options = RunOptions(preset=preset, variants=specs, tasks=tasks, seeds=args.seeds, datasets=[args.dataset],
                          controls=own_data, device=args.device, out_dir=out, data_root=args.data_root,
                          download=args.download, force=args.force, progress=not args.no_progress,

@@ -23,7 +23,7 @@ import torch
 
 from benchmark.config import Preset
 from benchmark.errors import UserError
-from benchmark.interop import FAMILY_SEPARATOR, checkpoint_class, detect_format, family_key, load_checkpoint
+from benchmark.interop import FAMILY_SEPARATOR, checkpoint_class, detect_format, family_key
 
 ACTIVATION_CONTROLS = ("pca", "pca-topk", "random-dict")  # the controls that run on vectors
 
@@ -96,22 +96,15 @@ def checkpoint_specs(folders: list[Path]) -> list[str]:
     """`checkpoint:` specs: one per family (two or more checkpoints that agree on format,
     architecture, activation, d_in and d_sae), one per checkpoint alone; in the order given."""
     families: dict[tuple, list[Path]] = {}
-    for folder in folders:
-        families.setdefault(family_key(load_checkpoint(folder)), []).append(folder.resolve())
+    for folder in folders:  # checkpoint_class reads each folder once; its family's class reuses it
+        families.setdefault(family_key(checkpoint_class(folder).checkpoint), []).append(folder.resolve())
     return [f"checkpoint:{FAMILY_SEPARATOR.join(map(str, members))}" for members in families.values()]
 
 
 @torch.no_grad()
-def own_l0_targets(specs: list[str], dataset) -> list[float]:
+def own_l0_targets(classes: list[type], dataset) -> list[float]:
     """The test-split L0 of every checkpoint that is alone (not in a family)."""
     from benchmark.runner import achieved_l0
 
-    targets = []
-    for spec in specs:
-        target = spec.split(":", 1)[1]
-        if FAMILY_SEPARATOR in target:
-            continue
-        cls = checkpoint_class(target)
-        model = cls(dataset.input_shape, cls.checkpoint.d_sae)
-        targets.append(achieved_l0(model, dataset))
-    return targets
+    return [achieved_l0(cls(dataset.input_shape, cls.checkpoint.d_sae), dataset)
+            for cls in classes if not getattr(cls, "members", None)]

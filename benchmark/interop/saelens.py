@@ -141,10 +141,16 @@ def _activation(cfg: dict, architecture: str) -> str:
     return "topk" if cfg.get("activation_fn_str", cfg.get("activation_fn", "relu")) == "topk" else "relu"
 
 
+def _normalisation(cfg: dict) -> str | None:
+    norm = cfg.get("normalize_activations", "none")
+    if isinstance(norm, bool):  # SAELens' own backwards compatibility
+        return "expected_average_only_in" if norm else "none"
+    return norm
+
+
 def _scaling_factor(cfg: dict, directory: Path) -> float | None:
     """The factor to fold for `expected_average_only_in` (module docstring), else None."""
-    norm = cfg.get("normalize_activations", "none")
-    if norm is not True and norm != "expected_average_only_in":
+    if _normalisation(cfg) != "expected_average_only_in":
         return None
     scaler = directory / SCALER
     if not scaler.is_file():
@@ -167,9 +173,7 @@ def _k(cfg: dict, path: Path) -> int:
 
 
 def _check_supported(cfg: dict, path: Path) -> None:
-    norm = cfg.get("normalize_activations", "none")
-    if isinstance(norm, bool):  # SAELens' own backwards compatibility
-        norm = "expected_average_only_in" if norm else "none"
+    norm = _normalisation(cfg)
     if norm not in ("none", None, "expected_average_only_in"):
         raise UserError(f"{path}: normalize_activations {norm!r} is not supported: it rescales or transforms each "
                         "sample by what decoding must remember from encoding; fold the normalisation into the "
