@@ -352,7 +352,7 @@ class Intervention(Task):
         off_target = off_target_fraction(achieved[max(EDIT_ATOMS)], windows)
         if off_target is not None:
             metrics["off_target_frac"] = off_target
-        metrics["edit_r2_pixel"] = self._pixel_edit_r2(model, dataset, decode, codes, latents, atoms, requests,
+        metrics["edit_r2_pixel"] = self._pixel_edit_r2(dataset, decode, codes, latents, atoms, requests,
                                                        achieved[max(EDIT_ATOMS)])
         metrics["alpha_linearity_r2"] = alpha_linearity_r2(decode, codes)
         trace = [entry["strength"] for entry in trained.history.get(self.name, [])]
@@ -364,7 +364,7 @@ class Intervention(Task):
         return metrics
 
     @staticmethod
-    def _pixel_edit_r2(model, dataset, decode, codes, latents, atoms, requests, headline_edits) -> float:
+    def _pixel_edit_r2(dataset, decode, codes, latents, atoms, requests, headline_edits) -> float:
         """Revision 2's headline: atoms chosen and edits scored in pixels. On data without a
         whitening the two metrics coincide, and so do the edits."""
         if not is_whitened(dataset):
