@@ -383,7 +383,7 @@ def docstring_sentences() -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-# Templated sentences: each binary attribute is drawn independently and uniformly.
+# Templated sentences (the training corpus's words).
 ANIMALS = {"cat": "cats", "dog": "dogs", "horse": "horses", "bird": "birds", "rabbit": "rabbits", "fox": "foxes"}
 VEHICLES = {"car": "cars", "truck": "trucks", "bus": "buses", "train": "trains", "bicycle": "bicycles",
             "boat": "boats"}
@@ -396,19 +396,44 @@ PLACES = ("near the river", "in the city", "at the station", "behind the house",
 TEMPLATE_ATTRIBUTES = ("plural", "past", "negated", "positive", "animal")
 
 
-def templated_sentence(rng: random.Random) -> tuple[str, dict[str, int]]:
+@dataclass(frozen=True)
+class Templates:
+    """The words and frames of templated sentences. A choice with one option draws nothing from
+    the generator (the training corpus's sentences stay what they were)."""
+    animals: dict
+    vehicles: dict
+    positive: tuple
+    negative: tuple
+    verbs: tuple
+    places: tuple
+    negations: tuple = ("{aux} not {base}",)
+    frames: tuple = ("The {np} {vp} {place}.",)
+
+
+TEMPLATES = Templates(ANIMALS, VEHICLES, POSITIVE, NEGATIVE, VERBS, PLACES)
+
+
+def _pick(rng: random.Random, options):
+    return options[0] if len(options) == 1 else rng.choice(options)
+
+
+def templated_sentence(rng: random.Random, templates: Templates = TEMPLATES) -> tuple[str, dict[str, int]]:
+    """A sentence whose binary attributes (TEMPLATE_ATTRIBUTES) are drawn independently and
+    uniformly."""
     attrs = {name: rng.randrange(2) for name in TEMPLATE_ATTRIBUTES}
-    nouns = ANIMALS if attrs["animal"] else VEHICLES
+    nouns = templates.animals if attrs["animal"] else templates.vehicles
     singular = rng.choice(sorted(nouns))
     noun = nouns[singular] if attrs["plural"] else singular
-    adjective = rng.choice(POSITIVE if attrs["positive"] else NEGATIVE)
-    base, third, past = rng.choice(VERBS)
+    adjective = rng.choice(templates.positive if attrs["positive"] else templates.negative)
+    base, third, past = rng.choice(templates.verbs)
+    verb = past if attrs["past"] else (base if attrs["plural"] else third)
     if attrs["negated"]:
         aux = "did" if attrs["past"] else ("do" if attrs["plural"] else "does")
-        verb = f"{aux} not {base}"
-    else:
-        verb = past if attrs["past"] else (base if attrs["plural"] else third)
-    return f"The {adjective} {noun} {verb} {rng.choice(PLACES)}.", attrs
+        verb = _pick(rng, templates.negations).format(aux=aux, base=base, verb=verb)
+    place = rng.choice(templates.places)
+    text = _pick(rng, templates.frames).format(np=f"{adjective} {noun}", vp=verb, place=place,
+                                               Place=place[0].upper() + place[1:])
+    return text, attrs
 
 
 @dataclass
@@ -420,6 +445,24 @@ class Corpus:
 
 
 CORPUS_SEED = 0  # the sentences are fixed (one cache for every cell seed); the split is seeded
+PROBE_CORPUS_SEED = 1
+
+
+def _corpus(entries: list[tuple[str, str, str, dict]]) -> Corpus:
+    """(source, section, text, templated attributes) entries -> a Corpus with every attribute:
+    the templated ones', each doc sentence's section (one-vs-rest among doc sentences) and
+    docs-vs-docstrings; -1 where an attribute does not apply."""
+    names = [*TEMPLATE_ATTRIBUTES, *(f"section_{s}" for s in DOC_SECTIONS), "docstring"]
+    attributes = {name: torch.full((len(entries),), -1, dtype=torch.long) for name in names}
+    for i, (source, section, _, attrs) in enumerate(entries):
+        for name, value in attrs.items():
+            attributes[name][i] = value
+        if source != "templated":
+            attributes["docstring"][i] = int(source == "docstrings")
+        if source == "docs":
+            for name, topics in DOC_SECTIONS.items():
+                attributes[f"section_{name}"][i] = int(section in topics)
+    return Corpus([e[2] for e in entries], [e[0] for e in entries], [e[1] for e in entries], attributes)
 
 
 def build_corpus(n_docs: int, n_docstrings: int, n_templated: int) -> Corpus:
@@ -433,15 +476,48 @@ def build_corpus(n_docs: int, n_docstrings: int, n_templated: int) -> Corpus:
             raise UserError(f"minilm: {n} {source} sentences requested, the corpus has {len(pool)}")
         entries += [(source, section, text, {}) for section, text in rng.sample(pool, n)]
     entries += [("templated", "", *templated_sentence(rng)) for _ in range(n_templated)]
+    return _corpus(entries)
 
-    names = [*TEMPLATE_ATTRIBUTES, *(f"section_{s}" for s in DOC_SECTIONS), "docstring"]
-    attributes = {name: torch.full((len(entries),), -1, dtype=torch.long) for name in names}
-    for i, (source, section, _, attrs) in enumerate(entries):
-        for name, value in attrs.items():
-            attributes[name][i] = value
-        if source != "templated":
-            attributes["docstring"][i] = int(source == "docstrings")
-        if source == "docs":
-            for name, topics in DOC_SECTIONS.items():
-                attributes[f"section_{name}"][i] = int(section in topics)
-    return Corpus([e[2] for e in entries], [e[0] for e in entries], [e[1] for e in entries], attributes)
+
+# The probing corpus's templated sentences: the training corpus's words and more, several frames
+# and three forms of negation, so that no attribute is one token's identity; same attributes.
+PROBE_TEMPLATES = Templates(
+    animals={**ANIMALS, "mouse": "mice", "goose": "geese", "wolf": "wolves", "duck": "ducks", "cow": "cows",
+             "goat": "goats"},
+    vehicles={**VEHICLES, "van": "vans", "tram": "trams", "taxi": "taxis", "ferry": "ferries",
+              "tractor": "tractors", "scooter": "scooters"},
+    positive=(*POSITIVE, "kind", "charming", "pleasant", "wonderful", "delightful", "graceful"),
+    negative=(*NEGATIVE, "awful", "filthy", "horrible", "gloomy", "wretched", "hideous"),
+    verbs=(*VERBS, ("run", "runs", "ran"), ("sit", "sits", "sat"), ("go", "goes", "went"),
+           ("stay", "stays", "stayed"), ("wander", "wanders", "wandered"), ("appear", "appears", "appeared")),
+    places=(*PLACES, "across the field", "beside the lake", "inside the tunnel", "along the coast",
+            "past the school", "outside the market", "around the corner", "through the forest"),
+    negations=("{aux} not {base}", "{aux}n't {base}", "never {verb}"),
+    frames=("The {np} {vp} {place}.", "{Place}, the {np} {vp}.", "Someone said that the {np} {vp} {place}.",
+            "According to the report, the {np} {vp} {place}.", "I think the {np} {vp} {place}.",
+            "Apparently the {np} {vp} {place}."),
+)
+
+
+def build_probe_corpus(training: Corpus, n_docs: int, n_docstrings: int, n_templated: int) -> Corpus:
+    """The sentences `sparse_probing` probes, none of them in `training` (the SAE never trains
+    on them; SAEBench too probes datasets apart from the SAE's training data): a fixed draw of
+    up to `n_docs` doc and `n_docstrings` docstring sentences outside `training` (fewer where the
+    pools have fewer left) and `n_templated` distinct templated sentences of PROBE_TEMPLATES."""
+    rng = random.Random(PROBE_CORPUS_SEED)
+    seen = set(training.sentences)
+    entries = []
+    for source, pool, n in (("docs", doc_sentences(), n_docs), ("docstrings", docstring_sentences(), n_docstrings)):
+        left = []
+        for section, text in pool:
+            if text not in seen:
+                seen.add(text)
+                left.append((section, text))
+        entries += [(source, section, text, {}) for section, text in rng.sample(left, min(n, len(left)))]
+    target = len(entries) + n_templated
+    while len(entries) < target:
+        text, attrs = templated_sentence(rng, PROBE_TEMPLATES)
+        if text not in seen:
+            seen.add(text)
+            entries.append(("templated", "", text, attrs))
+    return _corpus(entries)

@@ -31,6 +31,10 @@ def detect_format(directory: Path) -> str:
     for name, module in FORMATS.items():
         if module.matches(directory):
             return name
+    for name, module in FORMATS.items():  # a format's weights without its config: name what is missing
+        if (directory / module.WEIGHTS).is_file():
+            raise UserError(f"{directory} holds {module.WEIGHTS} but no {module.CONFIG}, which a {name} checkpoint "
+                            "needs beside it; copy it from where the weights came from")
     found = sorted(p.name for p in directory.iterdir())[:8]
     listing = ", ".join(found) if found else "nothing"
     raise UserError(f"{directory} holds no known checkpoint format (found: {listing}); expected {EXPECTED}")

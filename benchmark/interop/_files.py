@@ -44,6 +44,12 @@ def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def stored_dtype(tensors: dict[str, torch.Tensor]) -> torch.dtype:
+    """The least precise floating dtype among the tensors (float32 when there are none)."""
+    floats = [t.dtype for t in tensors.values() if t.dtype.is_floating_point]
+    return max(floats, key=lambda dtype: torch.finfo(dtype).eps, default=torch.float32)
+
+
 def require(tensors: dict, names, path: Path, what: str) -> None:
     """Every tensor in `names` is present (else one line naming the first missing one and all needed)."""
     missing = [n for n in names if n not in tensors]

@@ -10,6 +10,12 @@ Every supported format reduces to one form (the format modules say how their fie
 Where a format rescales activations by the decoder norms (SAELens' `rescale_acts_by_decoder_norm`)
 the loader folds the norms into W_enc, b_enc and W_dec, as SAELens does when it saves an
 inference model: the codes and reconstructions are the same up to float rounding.
+
+Every checkpoint is read as float32, like every dataset. One saved in a half-precision dtype
+(bfloat16 or float16, e.g. SAELens' cfg `dtype`) has its weights upcast exactly, but its own
+library would compute in that dtype: the loader measures how far that forward is from ours
+(`half_precision_gap`, on probe inputs) and `describe` reports it (`eval` prints it), so a reader
+knows what reading it as float32 changes.
 """
 import math
 from dataclasses import dataclass, field
@@ -25,6 +31,7 @@ from baselines._sparse import decode_rows, row_sparse_codes
 from baselines.topk import keep_topk
 
 ACTIVATIONS = ("relu", "topk", "abstopk", "jumprelu", "groupmax", "gated", "pursuit")
+N_PROBES, PROBE_LATENTS = 8, 8  # the half-precision comparison: probe inputs, latents in each
 
 
 @dataclass
@@ -43,6 +50,8 @@ class LinearCheckpoint:
     gate: dict[str, torch.Tensor] = field(default_factory=dict)  # gated: gate_bias, r_mag, mag_bias
     # pursuit: residual_threshold, max_iterations (None: d_in), stop_on_duplicate_support
     pursuit: dict = field(default_factory=dict)
+    stored_dtype: torch.dtype = torch.float32  # the file's (its least precise float tensor's)
+    half_precision_gap: float | None = None  # set on load when stored_dtype is coarser than float32
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -54,6 +63,8 @@ class LinearCheckpoint:
         if self.threshold is not None and self.threshold.dim() and bool((self.threshold == self.threshold[0]).all()):
             self.threshold = self.threshold[0].clone()  # one threshold for all latents is one number
         self.gate = {n: v.detach().to(torch.float32).contiguous() for n, v in self.gate.items()}
+        if is_half_precision(self.stored_dtype):
+            self.half_precision_gap = half_precision_gap(self)
 
     @property
     def d_in(self) -> int:
@@ -71,7 +82,12 @@ class LinearCheckpoint:
 
     def describe(self) -> str:
         extra = f", k={self.k}" if self.k is not None else ""
-        return f"{self.format} {self.architecture} ({self.activation}{extra}), d_in {self.d_in}, d_sae {self.d_sae}"
+        text = f"{self.format} {self.architecture} ({self.activation}{extra}), d_in {self.d_in}, d_sae {self.d_sae}"
+        if self.half_precision_gap is None:
+            return text
+        dtype = str(self.stored_dtype).removeprefix("torch.")
+        return (f"{text}; stored as {dtype}, read as float32: a {dtype} forward differs from it by up to "
+                f"{self.half_precision_gap:.2%} of the largest |x̂| on {N_PROBES} probe inputs")
 
 
 class CheckpointSAE(SAE):
@@ -145,6 +161,33 @@ class CheckpointSAE(SAE):
 
     def loss(self, x, x_hat, codes):
         raise RuntimeError(f"{self.name} is a trained checkpoint: it is evaluated, never trained")
+
+
+def is_half_precision(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point and torch.finfo(dtype).eps > torch.finfo(torch.float32).eps
+
+
+def probe_inputs(ckpt: LinearCheckpoint, n: int = N_PROBES) -> torch.Tensor:
+    """n inputs the checkpoint's own decoder makes from random codes of PROBE_LATENTS latents (values
+    in [1, 2), times the median threshold where it has one, so that its latents can fire): inputs of
+    its scale and directions, whatever data it was trained on. Seeded: the same for every load."""
+    g = torch.Generator().manual_seed(0)
+    latents = torch.rand(n, ckpt.d_sae, generator=g).topk(min(PROBE_LATENTS, ckpt.d_sae), dim=1).indices
+    scale = 1.0 if ckpt.threshold is None else max(1.0, float(ckpt.threshold.median()))
+    values = (1 + torch.rand(latents.shape, generator=g)) * scale
+    return torch.zeros(n, ckpt.d_sae).scatter_(1, latents, values) @ ckpt.W_dec + ckpt.b_dec
+
+
+@torch.no_grad()
+def half_precision_gap(ckpt: LinearCheckpoint) -> float:
+    """max |x̂_half - x̂| / max |x̂| on the probe inputs: x̂ our float32 forward, x̂_half the same
+    forward computed in the dtype the checkpoint was stored in (as its library would run it)."""
+    model = CheckpointSAE((ckpt.d_in,), ckpt.d_sae, checkpoint=ckpt).eval()
+    x = probe_inputs(ckpt)
+    ours = model.decode(model.encode(x))
+    model.to(ckpt.stored_dtype)
+    half = model.decode(model.encode(x.to(ckpt.stored_dtype))).float()
+    return float((half - ours).abs().max() / ours.abs().max().clamp_min(torch.finfo(torch.float32).tiny))
 
 
 def matching_pursuit(residual: torch.Tensor, W_dec: torch.Tensor, residual_threshold: float = 1e-2,

@@ -1,10 +1,12 @@
 """dictionary_learning (saprmarks/dictionary_learning) checkpoints: `ae.pt` (the model's state dict,
 torch.save) + `config.json` (`{"trainer": {...}, "buffer": {...}}`, as `trainSAE` writes it).
 
-The class is `trainer.dict_class`; `trainer.activation_dim` and `trainer.dict_size` give the shapes
-and `trainer.k` the k of the top-k classes. State-dict keys and encoding, per class (nn.Linear
-weights are [out, in]: encoder.weight [dict_size, activation_dim], decoder.weight
-[activation_dim, dict_size]):
+The class is `trainer.dict_class` (an "AutoEncoder" whose state dict has AutoEncoderNew's keys is
+read as AutoEncoderNew: dictionary_learning 0.1.0's StandardTrainer and StandardTrainerAprilUpdate
+write "AutoEncoder" even when they trained an AutoEncoderNew); `trainer.activation_dim` and
+`trainer.dict_size` give the shapes and `trainer.k` the k of the top-k classes. State-dict keys and
+encoding, per class (nn.Linear weights are [out, in]: encoder.weight [dict_size, activation_dim],
+decoder.weight [activation_dim, dict_size]):
 - AutoEncoder (`bias`, `encoder.weight`, `encoder.bias`, `decoder.weight`):
   ReLU(encoder(x - bias)); decoder(f) + bias.
 - AutoEncoderNew (`encoder.*`, `decoder.weight`, `decoder.bias`): ReLU(encoder(x)); decoder(f).
@@ -20,13 +22,19 @@ weights are [out, in]: encoder.weight [dict_size, activation_dim], decoder.weigh
 - GatedAutoEncoder (`encoder.weight`, `decoder.weight`, `decoder_bias`, `gate_bias`, `mag_bias`,
   `r_mag`): with h = encoder(x - decoder_bias), 1[h + gate_bias > 0] · ReLU(exp(r_mag) h + mag_bias);
   decoder(f) + decoder_bias.
+
+Codes are those of the saved weights, what the trained model's `encode` gives. The library's
+`AutoEncoder.from_pretrained` normalises by default (`normalize_decoder=True`): it divides each
+decoder column by its norm and multiplies that latent's encoder row and bias by it, so its codes
+are ours times each latent's decoder norm, with the same reconstructions. The other classes'
+`from_pretrained` load the weights as saved.
 """
 from pathlib import Path
 
 import torch
 
 from benchmark.errors import UserError
-from benchmark.interop._files import check_shape, config_int, read_json, read_torch_state, require
+from benchmark.interop._files import check_shape, config_int, read_json, read_torch_state, require, stored_dtype
 from benchmark.interop.checkpoint import LinearCheckpoint
 
 CONFIG = "config.json"
@@ -61,6 +69,8 @@ def load(directory: Path) -> LinearCheckpoint:
     d_in = config_int(trainer, "activation_dim", cfg_path)
     d_sae = config_int(trainer, "dict_size", cfg_path)
     state = {name: value for name, value in read_torch_state(weights_path).items()}
+    if dict_class == "AutoEncoder" and "bias" not in state and "decoder.bias" in state:
+        dict_class = "AutoEncoderNew"  # 0.1.0's standard trainers write "AutoEncoder" whatever class they trained
     require(state, KEYS[dict_class], weights_path, f"dictionary_learning {dict_class}")
     why = f"config.json activation_dim {d_in}, dict_size {d_sae}"
     shapes = {"encoder.weight": (d_sae, d_in), "encoder.bias": (d_sae,), "decoder.weight": (d_in, d_sae),
@@ -70,7 +80,8 @@ def load(directory: Path) -> LinearCheckpoint:
     for name in KEYS[dict_class]:
         if name in shapes:
             check_shape(state, name, shapes[name], weights_path, why)
-    common = dict(format="dictionary_learning", architecture=dict_class, directory=directory)
+    common = dict(format="dictionary_learning", architecture=dict_class, directory=directory,
+                  stored_dtype=stored_dtype(state))
     zeros_sae = torch.zeros(d_sae)
 
     if dict_class in ("MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"):

@@ -2,7 +2,8 @@
 SAELens' `SAE.load_from_disk` and by this suite's `eval` with the same scores.
 
 What each variant becomes (all have W_enc, b_enc, W_dec, b_dec and apply_b_dec_to_input = true,
-because our encoders compute (x - b_dec) W_enc + b_enc):
+because our encoders compute (x - b_dec) W_enc + b_enc; a loaded checkpoint keeps its own
+apply_b_dec_to_input, e.g. false for dictionary_learning's JumpReluAutoEncoder):
 - relu, dense: "standard";
 - topk (and matryoshka with `activation: topk`): "topk" with the model's current k;
 - jumprelu: "jumprelu" with threshold = exp(log θ), the learned per-latent threshold;
@@ -73,18 +74,19 @@ def saelens_form(model) -> tuple[str, dict[str, torch.Tensor], dict]:
 
 
 def _checkpoint_form(model: CheckpointSAE, name: str):
-    """A loaded checkpoint, written again (e.g. a sparsify or dictionary_learning one as SAELens)."""
-    if model.activation == "gated" or not model.center:
-        raise UserError(f"{name} cannot be written in the SAELens format by this suite: only checkpoints that "
-                        "subtract b_dec before encoding and are relu, topk or jumprelu are")
+    """A loaded checkpoint, written again (e.g. a sparsify or dictionary_learning one as SAELens).
+    `apply_b_dec_to_input` carries whether it subtracts b_dec before encoding: dictionary_learning's
+    JumpReluAutoEncoder and AutoEncoderNew do not, and SAELens expresses that."""
+    if model.activation not in ("relu", "topk", "jumprelu"):
+        raise UserError(f"{name} cannot be written in the SAELens format by this suite: only relu, topk and "
+                        f"jumprelu checkpoints are (this one is {model.activation})")
     weights = {"W_enc": model.W_enc, "b_enc": model.b_enc, "W_dec": model.W_dec, "b_dec": model.b_dec}
+    extra = {"apply_b_dec_to_input": bool(model.center)}
     if model.activation == "topk":
-        return "topk", weights, {"k": int(model.k)}
+        return "topk", weights, dict(extra, k=int(model.k))
     if model.activation == "jumprelu":
-        return "jumprelu", dict(weights, threshold=model.threshold.expand(model.n_latents)), {}
-    if model.activation == "relu":
-        return "standard", weights, {}
-    raise UserError(f"{name} cannot be written in the SAELens format: {model.activation} has no SAELens architecture")
+        return "jumprelu", dict(weights, threshold=model.threshold.expand(model.n_latents)), extra
+    return "standard", weights, extra
 
 
 def export_saelens(model, directory: Path, provenance: dict | None = None) -> Path:
@@ -101,7 +103,7 @@ def export_saelens(model, directory: Path, provenance: dict | None = None) -> Pa
         "d_sae": int(d_sae),
         "dtype": "float32",
         "device": "cpu",
-        "apply_b_dec_to_input": True,
+        "apply_b_dec_to_input": extra.get("apply_b_dec_to_input", True),
         "normalize_activations": "none",
         "reshape_activations": "none",
         **({"k": extra["k"]} if "k" in extra else {}),

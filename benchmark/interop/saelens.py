@@ -9,7 +9,8 @@ Fields read (SAELens 6 names; pre-6 names where they differ):
 - `normalize_activations`: "none", or "expected_average_only_in" (see below).
 Tensors: `W_enc` [d_in, d_sae], `b_enc` [d_sae], `W_dec` [d_sae, d_in], `b_dec` [d_in];
 `threshold` [d_sae] (jumprelu); `topk_threshold` (scalar, batchtopk training checkpoints);
-`b_gate`, `b_mag`, `r_mag` (gated, which has no b_enc). Any dtype is read as float32.
+`b_gate`, `b_mag`, `r_mag` (gated, which has no b_enc). Any dtype is read as float32 (a bfloat16 or
+float16 file, cfg `dtype`, has its forward compared with ours on load: checkpoint.py).
 
 Encoding, as SAELens' inference classes do it (hidden_pre = (x - b_dec·apply_b_dec_to_input) W_enc + b_enc):
 - standard: ReLU(hidden_pre);
@@ -42,7 +43,7 @@ from pathlib import Path
 import torch
 
 from benchmark.errors import UserError
-from benchmark.interop._files import check_shape, config_int, read_json, read_safetensors, require
+from benchmark.interop._files import check_shape, config_int, read_json, read_safetensors, require, stored_dtype
 from benchmark.interop.checkpoint import LinearCheckpoint
 
 CONFIG = "cfg.json"
@@ -90,7 +91,8 @@ def load(directory: Path) -> LinearCheckpoint:
     elif factor is not None:  # SAE.fold_activation_norm_scaling_factor
         W_enc, W_dec, b_dec = W_enc * factor, W_dec / factor, b_dec / factor
     common = dict(format="SAELens", architecture=architecture, directory=directory, W_enc=W_enc,
-                  b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, center=bool(cfg.get("apply_b_dec_to_input", True)))
+                  b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, center=bool(cfg.get("apply_b_dec_to_input", True)),
+                  stored_dtype=stored_dtype(tensors))
     activation = _activation(cfg, architecture)
     if activation in ("topk", "abstopk"):
         return LinearCheckpoint(**common, activation=activation, k=_k(cfg, cfg_path))

@@ -13,7 +13,7 @@ codes times W_dec plus b_dec.
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.interop._files import check_shape, config_int, read_json, read_safetensors, require
+from benchmark.interop._files import check_shape, config_int, read_json, read_safetensors, require, stored_dtype
 from benchmark.interop.checkpoint import LinearCheckpoint
 
 CONFIG = "cfg.json"
@@ -58,4 +58,4 @@ def load(directory: Path) -> LinearCheckpoint:
     return LinearCheckpoint(format="sparsify", architecture=activation, directory=directory,
                             W_enc=tensors["encoder.weight"].float().t(), b_enc=tensors["encoder.bias"],
                             W_dec=tensors["W_dec"], b_dec=b_dec, center=True, activation=activation,
-                            k=min(k, num_latents))
+                            k=min(k, num_latents), stored_dtype=stored_dtype(tensors))

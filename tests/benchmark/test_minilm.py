@@ -12,7 +12,8 @@ from benchmark.datasets import build_dataset
 from benchmark.errors import UserError
 
 SENTENCES = ["The cat sat on the mat.", "Python has lists and dictionaries.", "A small red circle."]
-TINY = {"n_docs": 6, "n_docstrings": 4, "n_templated": 10, "n_downstream": 8}
+TINY = {"n_docs": 6, "n_docstrings": 4, "n_templated": 10, "n_downstream": 8,
+        "n_probe_docs": 6, "n_probe_docstrings": 4, "n_probe_templated": 10}
 
 
 @pytest.fixture(scope="module")
@@ -166,15 +167,44 @@ def test_templated_sentences_carry_their_attributes():
 
 def test_the_minilm_dataset_splits_by_sentence_and_normalises(tmp_path):
     data = build_dataset("minilm", {**TINY, "cache_dir": str(tmp_path), "seed": 0})
-    probing = data.truth["probing"]
-    train_sentences, test_sentences = set(probing["train_groups"].tolist()), set(probing["test_groups"].tolist())
-    assert not train_sentences & test_sentences and len(train_sentences | test_sentences) == 20
-    assert data.train.shape == (len(probing["train_groups"]), M.WIDTH)
-    assert data.test.shape == (len(probing["test_groups"]), M.WIDTH)
+    train_sentences, test_sentences = data.truth["train_sentences"], data.truth["test_sentences"]
+    assert not set(train_sentences.tolist()) & set(test_sentences.tolist())
+    assert len(train_sentences) + len(test_sentences) == 20
     assert float(data.train.pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
     assert "model_dir" not in data.config and "cache_dir" not in data.config  # locations, not data
     assert len(data.truth["minilm"]["downstream_sentences"]) == len(test_sentences)  # fewer than 8 here
 
     other = build_dataset("minilm", {**TINY, "cache_dir": str(tmp_path), "seed": 1})
-    assert set(other.truth["probing"]["test_groups"].tolist()) != test_sentences
-    assert len(list(tmp_path.glob("tokens-*.pt"))) == 1  # the same activations, split differently
+    assert not torch.equal(other.truth["test_sentences"], test_sentences)
+    assert len(list(tmp_path.glob("tokens-*.pt"))) == 2  # corpus and probe set, each split per seed
+
+
+def test_sparse_probing_probes_a_separate_corpus_split_by_sentence(tmp_path):
+    data = build_dataset("minilm", {**TINY, "cache_dir": str(tmp_path), "seed": 0})
+    probing, scale = data.truth["probing"], data.truth["minilm"]["scale"]
+    assert not set(data.truth["probe_sentences"]) & set(data.truth["sentences"])  # never trained on
+    assert len(data.truth["probe_sentences"]) == 20
+    train, test = set(probing["train_groups"].tolist()), set(probing["test_groups"].tolist())
+    assert not train & test and len(train | test) == 20 and len(test) == 10  # probe_test_fraction 0.5
+    assert probing["train_inputs"].shape == (len(probing["train_groups"]), M.WIDTH)
+    assert probing["test_inputs"].shape == (len(probing["test_groups"]), M.WIDTH)
+    assert probing["input_scale"] == scale
+    cached = M.cached_token_activations(data.truth["probe_sentences"], 3, cache_dir=tmp_path)
+    is_train = torch.isin(cached["sentence_ids"], probing["train_groups"])
+    assert torch.equal(probing["train_groups"], cached["sentence_ids"][is_train])
+    assert torch.allclose(probing["train_inputs"] * scale, cached["acts"][is_train], atol=1e-5)
+    assert probing["labels"] == {}  # 20 sentences: every attribute has < PROBE_MIN_PER_CLASS of a class
+
+
+def test_probe_templated_sentences_carry_their_attributes_and_leave_the_training_corpus_out():
+    training = M.build_corpus(0, 0, 200)
+    corpus = M.build_probe_corpus(training, 0, 0, 300)
+    assert len(set(corpus.sentences)) == 300 and not set(corpus.sentences) & set(training.sentences)
+    for i, sentence in enumerate(corpus.sentences):
+        attrs = {name: int(values[i]) for name, values in corpus.attributes.items()}
+        words = sentence.rstrip(".").replace(",", "").split()
+        assert (("not" in words) or ("never" in words) or any(w.endswith("n't") for w in words)) == bool(attrs["negated"])
+        assert any(w in words for w in (M.PROBE_TEMPLATES.positive if attrs["positive"] else M.PROBE_TEMPLATES.negative))
+        nouns = M.PROBE_TEMPLATES.animals if attrs["animal"] else M.PROBE_TEMPLATES.vehicles
+        assert any(w in words for w in (nouns.values() if attrs["plural"] else nouns))
+        assert attrs["docstring"] == -1 and attrs["section_statements"] == -1  # not applicable

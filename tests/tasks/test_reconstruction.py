@@ -79,8 +79,8 @@ class LinearToy(torch.nn.Module):
 def minilm_tiny(tmp_path_factory):
     from benchmark.datasets import build_dataset
 
-    params = {"n_docs": 6, "n_docstrings": 4, "n_templated": 10, "n_downstream": 8,
-              "cache_dir": str(tmp_path_factory.mktemp("activations"))}
+    params = {"n_docs": 6, "n_docstrings": 4, "n_templated": 10, "n_downstream": 8, "n_probe_docs": 4,
+              "n_probe_docstrings": 4, "n_probe_templated": 8, "cache_dir": str(tmp_path_factory.mktemp("activations"))}
     return build_dataset("minilm", params)
 
 

@@ -4,7 +4,8 @@ import torch
 
 from benchmark.data import Dataset
 from benchmark.training import TrainedModel
-from tasks.sparse_probing import SparseProbing, balanced, pool_by_group, probe_scores
+from tasks.sparse_probing import (SparseProbing, balanced, balanced_attributes, pool_by_group, probe_accuracy,
+                                 probe_scores)
 
 N_GROUPS, TOKENS_PER_GROUP, D = 120, 3, 16
 
@@ -88,3 +89,77 @@ def test_an_attribute_missing_a_class_in_a_split_is_left_out_and_none_left_is_an
     probing = {**data.truth["probing"], "labels": {"all-one": torch.ones(N_GROUPS, dtype=torch.long)}}
     with pytest.raises(ValueError, match="both classes"):
         probe_scores(data.train, data.test, probing, seed=0)
+
+
+def graded_features(seed=0, n_groups=400, d=12):
+    """Pooled features where three columns carry each of two attributes weakly (accuracies
+    between chance and 1), the rest noise; nonnegative and sparse-ish like SAE codes."""
+    g = torch.Generator().manual_seed(seed)
+    labels = {"a": (torch.rand(n_groups, generator=g) < 0.5).long(),
+              "b": (torch.rand(n_groups, generator=g) < 0.3).long()}
+    x = torch.randn(n_groups, d, generator=g)
+    for j, name in enumerate(labels):
+        x[:, 3 * j : 3 * j + 3] += torch.tensor([1.0, 0.7, 0.4]) * labels[name][:, None]
+    x = torch.relu(x)
+    groups = torch.arange(n_groups)
+    is_train = groups % 4 != 0
+    return x[is_train], x[~is_train], {"train_groups": groups[is_train], "test_groups": groups[~is_train],
+                                       "labels": labels}
+
+
+@pytest.mark.filterwarnings("ignore:.penalty. was deprecated:FutureWarning")  # in SAEBench's call
+def test_the_accuracy_is_saebenchs_own_functions_on_the_same_rows():
+    """On the suite's balanced rows, SAEBench's own steps of train_probe_on_activations (its
+    top-k mean-difference mask, the reduced features, its sklearn probe) give exactly the
+    suite's accuracy, for every attribute and k. (train_probe_on_activations itself is not
+    called: it draws its own rows, and under jaxtyping >= 0.3 its nested shape check fails.)"""
+    probe_training = pytest.importorskip(
+        "sae_bench.evals.sparse_probing.probe_training",
+        reason="SAEBench's code: pip install --no-deps sae-bench==0.6.0 (see README)")
+    train_x, test_x, probing = graded_features()
+    train, test = pool_by_group(train_x, probing["train_groups"]), pool_by_group(test_x, probing["test_groups"])
+    rows = list(balanced_attributes(train, test, probing["labels"], seed=0))
+    assert [r[0] for r in rows] == ["a", "b"]
+
+    def theirs(tr_x, tr_y, te_x, te_y, k):
+        tensors = [torch.tensor(a, dtype=torch.float32) for a in (tr_x, te_x)]
+        labels = [torch.tensor(a, dtype=torch.int) for a in (tr_y, te_y)]
+        mask = probe_training.get_top_k_mean_diff_mask(tensors[0], labels[0], k)
+        tensors = [probe_training.apply_topk_mask_reduce_dim(t, mask) for t in tensors]
+        return probe_training.train_sklearn_probe(tensors[0], labels[0], tensors[1], labels[1])[1]
+
+    means = {}
+    for k in (1, 2, 5):
+        accuracies = []
+        for name, *split in rows:
+            ours = probe_accuracy(*split, k)
+            assert ours == theirs(*split, k), (name, k)
+            accuracies.append(ours)
+        assert 0.55 < min(accuracies) and max(accuracies) < 1.0  # neither chance nor trivial
+        means[f"probe_acc_k{k}"] = float(np.mean(accuracies))
+    assert probe_scores(train_x, test_x, probing, seed=0) == means
+
+
+def test_the_probe_does_not_standardise_so_the_units_of_the_features_matter():
+    """SAEBench fits on the raw features: in units 10^4 smaller, its L2 penalty (C=1) wins and
+    every prediction is one class (exactly 1/2 on balanced rows); a standardising probe would
+    score the same in any units."""
+    train_x, test_x, probing = graded_features()
+    train, test = pool_by_group(train_x, probing["train_groups"]), pool_by_group(test_x, probing["test_groups"])
+    for _, tr_x, tr_y, te_x, te_y in balanced_attributes(train, test, probing["labels"], seed=0):
+        assert probe_accuracy(tr_x, tr_y, te_x, te_y, 2) > 0.6
+        assert probe_accuracy(tr_x * 1e-4, tr_y, te_x * 1e-4, te_y, 2) == 0.5
+
+
+def test_a_separate_probe_set_is_probed_and_the_raw_reference_undoes_the_scaling():
+    data = probing_dataset()
+    probing = data.truth["probing"]
+    scale = 1e-3  # the dataset's inputs are the model's activations x 1000
+    separate = {**probing, "train_inputs": data.train.clone(), "test_inputs": data.test.clone(),
+                "input_scale": scale}
+    noise = Dataset("noise-splits", torch.randn_like(data.train), torch.randn_like(data.test), {},
+                    truth={"probing": separate})
+    out = SparseProbing().evaluate(TrainedModel(PlantedToy(planted_source=0)), noise, {"seed": 0})
+    assert out["probe_acc_k1"] == 1.0  # the label is only in the probe set, not the dataset's splits
+    reference = SparseProbing().reference_rows(noise, {}, seed=0)["raw-activations"]
+    assert reference == probe_scores(data.train * scale, data.test * scale, probing, seed=0)

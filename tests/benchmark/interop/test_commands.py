@@ -56,6 +56,7 @@ def drop_b_enc(folder):
     (lambda f: drop_b_enc(inverting_checkpoint(f)), "lacks tensor 'b_enc'"),
     (lambda f: corrupt(inverting_checkpoint(f)), "not a readable safetensors file"),
     (lambda f: inverting_checkpoint(f, architecture="crosscoder"), "unknown SAELens architecture 'crosscoder'"),
+    (lambda f: f.mkdir() or torch.save({}, f / "ae.pt"), "holds ae.pt but no config.json"),  # dictionary_learning
 ])
 def test_bad_checkpoints_are_one_line_exit_2_nothing_written(tmp_path, tiny_preset, capsys, make, message):
     make(tmp_path / "ckpt")

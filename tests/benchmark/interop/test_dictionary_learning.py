@@ -102,3 +102,19 @@ def test_unknown_class_missing_key_and_corrupted_file(tmp_path):
     (folder / "ae.pt").write_bytes((folder / "ae.pt").read_bytes()[:100])
     with pytest.raises(UserError, match="not a readable torch state dict"):
         checkpoint_class(folder)
+
+
+def test_jumprelu_exports_to_saelens_without_input_centring(tmp_path):
+    """apply_b_dec_to_input false: SAELens' jumprelu then computes what JumpReluAutoEncoder does."""
+    from benchmark.interop.export import export_saelens
+
+    dataset = toy_dataset()
+    W_enc, W_dec = inverting()
+    state = {"W_enc": W_enc, "b_enc": torch.full((2 * D,), 0.1), "W_dec": W_dec, "b_dec": torch.full((D,), OFFSET),
+             "threshold": torch.linspace(-0.2, 1.0, 2 * D)}
+    model = build(write_dl(tmp_path / "jump", "JumpReluAutoEncoder", state), dataset)
+    folder = export_saelens(model, tmp_path / "export")
+    assert json.loads((folder / "cfg.json").read_text())["apply_b_dec_to_input"] is False
+    back, x = build(folder, dataset), dataset.test
+    assert torch.equal(back.encode(x), model.encode(x))
+    assert torch.equal(back.decode(back.encode(x)), model.decode(model.encode(x)))

@@ -89,3 +89,15 @@ def test_a_missing_tensor_is_named(tmp_path):
     save_file(tensors, str(folder / "sae.safetensors"))
     with pytest.raises(UserError, match="lacks tensor 'encoder.bias'"):
         checkpoint_class(folder)
+
+
+def test_a_bfloat16_file_reports_its_bfloat16_gap_and_a_float32_one_none(tmp_path):
+    """Read as float32 either way; the bf16 one says how far a bf16 forward is from that."""
+    half = checkpoint_class(write_sparsify(tmp_path / "bf16", k=D)).checkpoint
+    full = checkpoint_class(write_sparsify(tmp_path / "fp32", k=D, dtype=torch.float32)).checkpoint
+    assert (half.stored_dtype, full.stored_dtype) == (torch.bfloat16, torch.float32)
+    assert torch.equal(half.W_enc, full.W_enc)  # these weights are exact in bf16
+    assert full.half_precision_gap is None and "stored as" not in full.describe()
+    assert 0 < half.half_precision_gap < 0.02
+    assert f"stored as bfloat16, read as float32: a bfloat16 forward differs from it by up to " \
+           f"{half.half_precision_gap:.2%} of the largest |x̂| on 8 probe inputs" in half.describe()
