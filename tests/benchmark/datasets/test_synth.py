@@ -97,3 +97,23 @@ def test_drawing_samples_leaves_the_global_torch_generator_alone():
 def test_a_configuration_the_generator_rejects_is_one_clear_error(bad, fragment):
     with pytest.raises(UserError, match=fragment):
         synth({**world(), **bad}, n_train=10, n_test=10)
+
+
+def test_a_rejected_configuration_through_the_cli_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    import yaml
+
+    from benchmark.cli import main
+
+    bad = {**world(), "hierarchy": {"total_root_nodes": 4, "branching_factor": 1}}
+    preset = {"seeds": [0], "n_latents": 8, "train": {"epochs": 1, "batch_size": 32, "lr": 0.001},
+              "comparison": {"l0_targets": [2], "headline_l0": 2},
+              "datasets": {"synth": {"kind": "synth", "model": bad, "n_train": 64, "n_test": 64}},
+              "tasks": {"ground_truth": {"datasets": ["synth"]}},
+              "variants": {"topk": {"sweep": [{"k": 2}]}}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    out = tmp_path / "out"
+    code = main(["run", "--preset", str(path), "--variant", "topk", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "branching_factor" in err and "Traceback" not in err
+    assert not out.exists()
