@@ -205,10 +205,17 @@ def _failure(ray, err: BaseException) -> str:
     return f"Ray: {type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
+START_TIMEOUT = 120.0  # seconds a submitted task may take to start (a worker to be free and import)
+
+
 class _Task:
-    def __init__(self, job: Job, stream):
+    def __init__(self, job: Job, stream, attempt: int = 1):
         self.job = job
         self.stream = stream  # the ObjectRefGenerator
+        self.attempt = attempt
+        # Until it starts, the task has START_TIMEOUT: a task Ray has lost (seen on a single node:
+        # no pending task, idle workers, its stream silent) is resubmitted once, never waited on forever.
+        self.start_by = time.monotonic() + START_TIMEOUT
         self.deadline: float | None = None  # set once the task has started
 
     def next_item(self, ray) -> Outcome | None:
@@ -265,19 +272,23 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
     driver_cwd, driver_path = os.getcwd(), [p for p in sys.path if p]
     pending = iter(jobs)
     running: dict[Any, _Task] = {}  # stream -> task
+
+    def submit(job: Job, attempt: int = 1) -> _Task:
+        payload, refs = pickler.dumps((job.fn, job.args))
+        return _Task(job, remote.remote(payload, driver_cwd, driver_path, threads, *refs), attempt)
+
     try:
         while True:
             while len(running) < window:
                 job = next(pending, None)
                 if job is None:
                     break
-                payload, refs = pickler.dumps((job.fn, job.args))
-                stream = remote.remote(payload, driver_cwd, driver_path, threads, *refs)
-                running[stream] = _Task(job, stream)
+                task = submit(job)
+                running[task.stream] = task
             if not running:
                 return
-            deadlines = [t.deadline for t in running.values() if t.deadline is not None]
-            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            deadlines = [t.start_by if t.deadline is None else t.deadline for t in running.values()]
+            wait = max(0.0, min(deadlines) - time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
             for stream in ready:
                 task = running[stream]
@@ -289,7 +300,15 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
                     yield task.job, outcome
             now = time.monotonic()
             for stream, task in list(running.items()):
-                if task.deadline is not None and now >= task.deadline:
+                if task.deadline is None and now >= task.start_by:
+                    del running[stream]
+                    ray.cancel(stream, force=True)
+                    if task.attempt == 1:
+                        retry = submit(task.job, attempt=2)
+                        running[retry.stream] = retry
+                    else:
+                        yield task.job, Outcome(error=f"the Ray task did not start within {START_TIMEOUT:g} s, twice")
+                elif task.deadline is not None and now >= task.deadline:
                     del running[stream]
                     ray.cancel(stream, force=True)
                     yield task.job, Outcome(error=f"timed out after {timeout * task.job.cells:g} s")

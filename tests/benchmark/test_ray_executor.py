@@ -255,3 +255,38 @@ def test_the_smoke_preset_on_ray_gives_exactly_the_local_executors_values(cluste
         frames[executor] = frame.set_index(IDENTITY)[["value", "l0", "status"]].sort_index()
     assert len(frames["local"]) > 1000
     pd.testing.assert_frame_equal(frames["local"], frames["ray"])
+
+
+def test_a_task_ray_loses_before_it_starts_is_resubmitted_once_then_an_error(monkeypatch):
+    """Seen in CI on one node: a submitted task never started (no pending task, idle workers) and
+    the driver waited forever. Now it is resubmitted once, then an error outcome: never a hang."""
+    import time
+
+    from benchmark import ray_executor
+    from benchmark.isolation import Job
+
+    monkeypatch.setattr(ray_executor, "START_TIMEOUT", 0.05)
+    submitted, cancelled = [], []
+
+    class SilentRay:  # a cluster that never runs what it is given
+        import cloudpickle
+
+        def wait(self, refs, num_returns, timeout):
+            time.sleep(timeout)
+            return [], refs
+
+        def cancel(self, ref, force):
+            cancelled.append(ref)
+
+        def put(self, value):
+            return value
+
+    class Remote:
+        def remote(self, *args):
+            submitted.append(object())
+            return submitted[-1]
+
+    outcomes = list(ray_executor._run(SilentRay(), [Job("cell", print, ())], Remote(), timeout=60, window=1,
+                                      threads=1, shared_types=()))
+    assert len(submitted) == 2 and cancelled == submitted
+    assert len(outcomes) == 1 and outcomes[0][1].error.startswith("the Ray task did not start")
