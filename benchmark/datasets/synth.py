@@ -27,12 +27,13 @@ feature activations of the test split (a sparse COO tensor: thousands of feature
 """
 import functools
 import json
+import math
 
 import numpy as np
 import torch
 
 from benchmark.data import Dataset, Stream
-from benchmark.datasets._synthetic import CHUNK_ELEMENTS, CHUNK, rebatch
+from benchmark.datasets._synthetic import chunk_rows, rebatch, take
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -84,13 +85,10 @@ def draw_chunk(model, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return hidden.float().cpu(), features.float().cpu().to_sparse()
 
 
-def rows_per_chunk(model) -> int:
-    return max(1, min(CHUNK, CHUNK_ELEMENTS // model.cfg.num_features))
-
-
-def draw_rows(model, n: int, seed: int, purpose: int, start_chunk: int = 0):
-    """Chunks of (hidden, sparse features) totalling n rows, seeded by (seed, purpose, chunk)."""
-    size, index, made = rows_per_chunk(model), start_chunk, 0
+def draw_rows(model, n: float, seed: int, purpose: int):
+    """Chunks of (hidden, sparse features) totalling n rows (math.inf: endless), seeded by
+    (seed, purpose, chunk); every chunk but a last partial one holds chunk_rows(num_features)."""
+    size, index, made = chunk_rows(model.cfg.num_features), 0, 0
     while made < n:
         hidden, features = draw_chunk(model, min(size, n - made), chunk_seed(seed, purpose, index))
         made, index = made + len(hidden), index + 1
@@ -112,23 +110,11 @@ class SynthStream(Stream):
         self.model, self.seed, self.scale = model, seed, scale
 
     def chunks(self):
-        world, index = synthetic_model(self.model), 0
-        while True:
-            hidden, features = draw_chunk(world, rows_per_chunk(world), chunk_seed(self.seed, STREAM_KEY, index))
-            index += 1
+        for hidden, features in draw_rows(synthetic_model(self.model), math.inf, self.seed, STREAM_KEY):
             yield hidden / self.scale, features
 
     def batches(self, batch_size: int):
         return rebatch(((x, None) for x, _ in self.chunks()), batch_size)
-
-
-def first_rows(stream: SynthStream, n: int) -> torch.Tensor:
-    parts, held = [], 0
-    for x, _ in stream.chunks():
-        parts.append(x)
-        held += len(x)
-        if held >= n:
-            return torch.cat(parts)[:n]
 
 
 @DATASETS.register("synth")
@@ -139,8 +125,7 @@ def build(name, *, data_root=None, download=False, model: dict | None = None, n_
     if n_train < 1 or n_test < 1:
         raise UserError(f"synth: n_train and n_test must be positive, got {n_train} and {n_test}")
     world = synthetic_model(model)
-    raw_stream = SynthStream(model, seed)
-    train_raw = first_rows(raw_stream, n_train)
+    train_raw, = take(((x,) for x, _ in SynthStream(model, seed).chunks()), n_train)  # the stream's first samples
     scale = float(train_raw.pow(2).mean().sqrt())
     test, test_codes = concat(draw_rows(world, n_test, seed, TEST_KEY))
     config = dict(kind="synth", model=model, n_train=n_train, n_test=n_test, seed=seed)
