@@ -51,7 +51,15 @@ class Outcome:
 
 
 def start_method(device: str) -> str:
-    return "spawn" if str(device).startswith("cuda") else "fork"
+    """'fork' (the children start at once) unless the device is CUDA or this process is
+    connected to Ray: a fork after ray.init stopped the driver in our tests from submitting any
+    task (gRPC's threads do not survive a fork, ray-project/ray#59661)."""
+    return "spawn" if str(device).startswith("cuda") or _connected_to_ray() else "fork"
+
+
+def _connected_to_ray() -> bool:
+    ray = sys.modules.get("ray")  # never imported here: a process without Ray pays nothing
+    return ray is not None and ray.is_initialized()
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -13,6 +13,9 @@ as they finish, the driver alone writes results; what goes wrong becomes a one-l
   generator whose first item says "started". Past the limit, `ray.cancel(force=True)` kills it.
 - No task is retried: a worker that dies (a crash, os._exit, SIGKILL, out of memory) is an
   error, as a child process that dies is with the local executor.
+- A task that has not started within START_TIMEOUT although the cluster had room for it means
+  this process's connection has stopped submitting (see `_lost`): the cells not started yet
+  are errors at once, to be resumed by a new run, instead of a wait without end.
 - Starting Ray: the cluster at `address`, else a new local instance (`ray.init()`), quietly.
   Ray missing, an unreachable address or a refused token is a UserError (exit 2) naming the fix,
   raised before the first job is drawn, so nothing has been written.
@@ -205,17 +208,14 @@ def _failure(ray, err: BaseException) -> str:
     return f"Ray: {type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-START_TIMEOUT = 120.0  # seconds a submitted task may take to start (a worker to be free and import)
+START_TIMEOUT = 120.0  # seconds a task may wait to start while the cluster has room for it
 
 
 class _Task:
-    def __init__(self, job: Job, stream, attempt: int = 1):
+    def __init__(self, job: Job, stream):
         self.job = job
         self.stream = stream  # the ObjectRefGenerator
-        self.attempt = attempt
-        # Until it starts, the task has START_TIMEOUT: a task Ray has lost (seen on a single node:
-        # no pending task, idle workers, its stream silent) is resubmitted once, never waited on forever.
-        self.start_by = time.monotonic() + START_TIMEOUT
+        self.start_by = time.monotonic() + START_TIMEOUT  # then: queued behind other work, or lost
         self.deadline: float | None = None  # set once the task has started
 
     def next_item(self, ray) -> Outcome | None:
@@ -250,7 +250,8 @@ def run_jobs_ray(jobs: Iterable[Job], *, timeout: float, address: str | None = N
     remote = ray.remote(_task).options(num_cpus=num_cpus_per_job, num_gpus=num_gpus_per_job, max_retries=0,
                                        retry_exceptions=False, num_returns="streaming")
     window = parallel or 2 * slots
-    return _run(ray, jobs, remote, timeout, window, max(1, int(num_cpus_per_job)), shared_types)
+    needs = {"CPU": num_cpus_per_job, "GPU": num_gpus_per_job}
+    return _run(ray, jobs, remote, timeout, window, max(1, int(num_cpus_per_job)), shared_types, needs)
 
 
 def _slots(ray, num_cpus_per_job: float, num_gpus_per_job: float, address: str | None) -> int:
@@ -267,15 +268,33 @@ def _slots(ray, num_cpus_per_job: float, num_gpus_per_job: float, address: str |
     return slots
 
 
-def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_types) -> Iterator[tuple[Job, Outcome]]:
+def _has_room(ray, needs: dict[str, float]) -> bool:
+    free = ray.available_resources()
+    return all(free.get(kind, 0) >= need for kind, need in needs.items() if need > 0)
+
+
+def _lost(ray, needs: dict[str, float]) -> str | None:
+    """Why the tasks not started yet will never start, or None when they may be queued behind
+    other work. Seen on one node after the driver process forked (the local executor, in the
+    tests): the driver stops requesting workers, the raylet idles with every CPU free, and a new
+    driver process runs the same tasks at once (gRPC in a forked process, ray-project/ray#59661)."""
+    if not _has_room(ray, needs):
+        return None
+    return (f"Ray did not start the task within {START_TIMEOUT:g} s although the cluster had room: this "
+            "process's Ray connection stopped submitting tasks (a fork after ray.init is a known cause); "
+            "rerun to resume")
+
+
+def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_types,
+         needs: dict[str, float]) -> Iterator[tuple[Job, Outcome]]:
     pickler = _SharingPickler(ray, shared_types)
     driver_cwd, driver_path = os.getcwd(), [p for p in sys.path if p]
     pending = iter(jobs)
     running: dict[Any, _Task] = {}  # stream -> task
 
-    def submit(job: Job, attempt: int = 1) -> _Task:
+    def submit(job: Job) -> _Task:
         payload, refs = pickler.dumps((job.fn, job.args))
-        return _Task(job, remote.remote(payload, driver_cwd, driver_path, threads, *refs), attempt)
+        return _Task(job, remote.remote(payload, driver_cwd, driver_path, threads, *refs))
 
     try:
         while True:
@@ -300,18 +319,25 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
                     yield task.job, outcome
             now = time.monotonic()
             for stream, task in list(running.items()):
-                if task.deadline is None and now >= task.start_by:
-                    del running[stream]
-                    ray.cancel(stream, force=True)
-                    if task.attempt == 1:
-                        retry = submit(task.job, attempt=2)
-                        running[retry.stream] = retry
-                    else:
-                        yield task.job, Outcome(error=f"the Ray task did not start within {START_TIMEOUT:g} s, twice")
-                elif task.deadline is not None and now >= task.deadline:
+                if task.deadline is not None and now >= task.deadline:
                     del running[stream]
                     ray.cancel(stream, force=True)
                     yield task.job, Outcome(error=f"timed out after {timeout * task.job.cells:g} s")
+            waiting = [t for t in running.values() if t.deadline is None and now >= t.start_by]
+            if not waiting:
+                continue
+            reason = _lost(ray, needs)
+            if reason is None:  # queued behind other work: waiting is right
+                for task in waiting:
+                    task.start_by = now + START_TIMEOUT
+                continue
+            for stream, task in list(running.items()):
+                if task.deadline is None:
+                    del running[stream]
+                    ray.cancel(stream, force=True)
+                    yield task.job, Outcome(error=reason)
+            for job in pending:  # they would be lost too: errors now, not hours of waiting
+                yield job, Outcome(error=reason)
     finally:
         for stream in running:
             ray.cancel(stream, force=True)

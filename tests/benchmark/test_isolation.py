@@ -14,13 +14,22 @@ import torch
 
 from benchmark.cli import main
 from benchmark.config import load_preset
-from benchmark.isolation import Job, run_jobs
+from benchmark.isolation import Job, run_jobs, start_method
 from benchmark.runner import RunOptions, Runner
 from tests.benchmark._processes import is_dead
 from tests.benchmark._submissions import broken, run, values, write_preset
 
 
 # ----- the child-process runner on its own -----
+@pytest.mark.parametrize("device, ray_connected, method", [("cpu", None, "fork"), ("cpu", False, "fork"),
+                                                           ("cpu", True, "spawn"), ("cuda", None, "spawn")])
+def test_children_fork_on_cpu_unless_this_process_is_connected_to_ray(monkeypatch, device, ray_connected, method):
+    """None: Ray never imported. Connected: a fork would stop this driver's Ray tasks."""
+    fake = None if ray_connected is None else type("FakeRay", (), {"is_initialized": staticmethod(lambda: ray_connected)})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    assert start_method(device) == method
+
+
 def add(a, b):
     return a + b
 

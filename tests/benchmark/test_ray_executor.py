@@ -20,7 +20,7 @@ import torch
 from benchmark.cli import main
 from benchmark.data import Dataset
 from benchmark.errors import UserError
-from benchmark.isolation import Job, run_in_process
+from benchmark.isolation import Job, run_in_process, start_method
 from benchmark.results import COLUMNS, read_results
 from tests.benchmark._processes import is_dead
 from tests.benchmark._submissions import broken, run, run_argv, write_preset
@@ -126,10 +126,22 @@ def test_a_cell_that_no_node_can_run_is_refused_before_any_job_is_drawn(cluster)
         run_jobs_ray(jobs(), timeout=1, num_gpus_per_job=1)
 
 
+def test_a_process_connected_to_ray_starts_its_local_children_by_spawn_not_fork(cluster):
+    """A fork after ray.init broke this driver in the full test suite: it stopped requesting
+    workers (gRPC in a forked process, ray-project/ray#59661)."""
+    assert start_method("cpu") == "spawn"
+
+
 # ----- the grid through the CLI -----
 def values(path: Path) -> pd.Series:
     frame = read_results(path)
     return frame.set_index([c for c in IDENTITY if c in frame.columns])["value"].sort_index()
+
+
+def run_local(argv: list[str]) -> None:
+    """The CLI with the local executor in a new process: its children fork from a process that
+    has never connected to Ray (as a user's run does), at fork's speed."""
+    subprocess.run([sys.executable, "-m", "benchmark", *argv], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +149,7 @@ def local_reference(tmp_path_factory):
     """The tiny preset's values with the local executor (child processes): relu and topk, 3 seeds."""
     directory = tmp_path_factory.mktemp("local")
     preset = write_preset(directory, seeds=(0, 1, 2))
-    assert run(directory / "out", preset, "--variant", "relu", "topk") == 0
+    run_local(run_argv(directory / "out", preset, "--variant", "relu", "topk"))
     return preset, values(directory / "out" / "results.csv")
 
 
@@ -248,45 +260,58 @@ def test_the_smoke_preset_on_ray_gives_exactly_the_local_executors_values(cluste
     frames = {}
     for executor in ("local", "ray"):
         out = tmp_path / executor
-        extra = ["--ray-address", cluster] if executor == "ray" else []
-        assert main(["run", "--all", "--preset", "smoke", "--out", str(out), "--no-progress",
-                     "--executor", executor, *extra]) == 0
+        argv = ["run", "--all", "--preset", "smoke", "--out", str(out), "--no-progress", "--executor", executor]
+        if executor == "ray":
+            assert main([*argv, "--ray-address", cluster]) == 0
+        else:
+            run_local(argv)
         frame = read_results(out / "results.csv")
         frames[executor] = frame.set_index(IDENTITY)[["value", "l0", "status"]].sort_index()
     assert len(frames["local"]) > 1000
     pd.testing.assert_frame_equal(frames["local"], frames["ray"])
 
 
-def test_a_task_ray_loses_before_it_starts_is_resubmitted_once_then_an_error(monkeypatch):
-    """Seen in CI on one node: a submitted task never started (no pending task, idle workers) and
-    the driver waited forever. Now it is resubmitted once, then an error outcome: never a hang."""
-    import time
+class SilentRay:
+    """A cluster that never starts what it is given; free CPUs only after `busy_checks` checks."""
+    import cloudpickle
 
+    def __init__(self, busy_checks: int):
+        self.busy_checks, self.checks, self.submitted, self.cancelled = busy_checks, 0, [], []
+
+    def wait(self, refs, num_returns, timeout):
+        time.sleep(timeout)
+        return [], refs
+
+    def available_resources(self):
+        self.checks += 1
+        return {"CPU": 0.0 if self.checks <= self.busy_checks else 2.0}
+
+    def cancel(self, ref, force):
+        self.cancelled.append(ref)
+
+    def put(self, value):
+        return value
+
+    def remote(self, *args):
+        self.submitted.append(object())
+        return self.submitted[-1]
+
+
+@pytest.mark.parametrize("busy_checks", [0, 2])
+def test_tasks_that_never_start_on_a_cluster_with_room_end_the_run_as_errors_at_once(monkeypatch, busy_checks):
+    """Seen in the full test suite: a driver that had forked stopped submitting; its tasks never
+    started and the run waited without end. Now, once a task has waited START_TIMEOUT while the
+    cluster had room, it and every cell not yet started are errors at once (a rerun resumes
+    them). While the cluster is busy, waiting is right: no error, no resubmission."""
     from benchmark import ray_executor
-    from benchmark.isolation import Job
 
     monkeypatch.setattr(ray_executor, "START_TIMEOUT", 0.05)
-    submitted, cancelled = [], []
-
-    class SilentRay:  # a cluster that never runs what it is given
-        import cloudpickle
-
-        def wait(self, refs, num_returns, timeout):
-            time.sleep(timeout)
-            return [], refs
-
-        def cancel(self, ref, force):
-            cancelled.append(ref)
-
-        def put(self, value):
-            return value
-
-    class Remote:
-        def remote(self, *args):
-            submitted.append(object())
-            return submitted[-1]
-
-    outcomes = list(ray_executor._run(SilentRay(), [Job("cell", print, ())], Remote(), timeout=60, window=1,
-                                      threads=1, shared_types=()))
-    assert len(submitted) == 2 and cancelled == submitted
-    assert len(outcomes) == 1 and outcomes[0][1].error.startswith("the Ray task did not start")
+    silent = SilentRay(busy_checks)
+    jobs = [Job(f"cell{i}", print, ()) for i in range(3)]
+    got = list(ray_executor._run(silent, jobs, silent, timeout=60, window=1, threads=1, shared_types=(),
+                                 needs={"CPU": 1, "GPU": 0}))
+    assert [job.key for job, _ in got] == ["cell0", "cell1", "cell2"]
+    assert all(outcome.error.startswith("Ray did not start the task within 0.05 s although the cluster had room")
+               for _, outcome in got)
+    assert len(silent.submitted) == 1 and silent.cancelled == silent.submitted  # the rest never submitted
+    assert silent.checks == busy_checks + 1
