@@ -1,6 +1,6 @@
 """SAE benchmark suite: train sparse-autoencoder variants on shared data and score them on shared tasks."""
 
-__version__ = "0.6.0"
+__version__ = "0.6.1"
 # Bump when a metric's definition or the training loop changes: it is part of every config hash,
 # so older results stop counting as "finished" for resume.
 SUITE_VERSION = __version__

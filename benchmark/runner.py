@@ -317,12 +317,15 @@ class Runner:
         cell = Cell(variant, setting, dataset, seed)
         return self.train(cell, self.model_spec(cell))
 
-    def evaluate(self, task, trained: TrainedModel, cell: Cell, eval_seed: int = 0) -> dict[str, float]:
+    def evaluate(self, task, trained: TrainedModel, cell: Cell) -> dict[int, dict[str, float]]:
+        """{eval_seed: metrics} under each of the cell's evaluation seeds (eval_seeds_for)."""
         config = dict(self.preset.task_config(task.name), artifact_dir=self.artifact_dir,
-                      model_name=cell.variant, seed=cell.seed, setting=cell.setting, eval_seed=eval_seed)
-        metrics = task.evaluate(trained, self.on_device(cell.dataset, cell.seed), config)
-        check_metrics(task, metrics)
-        return metrics
+                      model_name=cell.variant, seed=cell.seed, setting=cell.setting)
+        by_seed = task.evaluate_under(trained, self.on_device(cell.dataset, cell.seed), config,
+                                      self.eval_seeds_for(task, cell.dataset))
+        for metrics in by_seed.values():
+            check_metrics(task, metrics)
+        return by_seed
 
     def row_maker(self, cell: Cell, hashes: dict[str, str], trained: TrainedModel | None = None,
                   l0: float = math.nan):
@@ -378,9 +381,8 @@ class Runner:
         rows, row = [], self.row_maker(cell, hashes, trained, l0)
         for task in tasks:
             try:  # every evaluation seed's rows, or the task's one skipped or error row
-                rows += [r for eval_seed in self.eval_seeds_for(task, cell.dataset)
-                         for r in row(task, metrics=self.evaluate(task, trained, cell, eval_seed),
-                                      directions=task.metrics, eval_seed=eval_seed)]
+                rows += [r for eval_seed, metrics in self.evaluate(task, trained, cell).items()
+                         for r in row(task, metrics=metrics, directions=task.metrics, eval_seed=eval_seed)]
             except NotScorable as why:
                 rows += row(task, status="skipped", message=str(why))
             except Exception as err:

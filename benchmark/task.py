@@ -26,7 +26,8 @@ class Task:
     - `eval_seeded = True`: the evaluation draws randomness (probe subsamples, images to edit)
       from `config["eval_seed"]` (0: the task's canonical draw); the preset's
       `evaluation: {seeds: n}` scores the task's headline dataset under n of them
-      (benchmark/eval_noise.py).
+      (benchmark/eval_noise.py), through `evaluate_under`, which a task overrides to do its
+      seed-free work (encoding a probe corpus) once for all of them.
     - `across_seeds = True`: the task compares the models of different seeds (and a same-data
       twin) instead of scoring one model; it implements `evaluate_seeds` and runs after the grid
       (benchmark/seed_pass.py), never per cell.
@@ -57,6 +58,11 @@ class Task:
 
     def evaluate(self, trained: TrainedModel, dataset: Dataset, config: dict) -> dict[str, float]:
         raise NotImplementedError
+
+    def evaluate_under(self, trained: TrainedModel, dataset: Dataset, config: dict,
+                       eval_seeds: list[int]) -> dict[int, dict[str, float]]:
+        """{eval_seed: the metrics `evaluate` gives with that `config["eval_seed"]`}."""
+        return {seed: self.evaluate(trained, dataset, dict(config, eval_seed=seed)) for seed in eval_seeds}
 
     def evaluate_seeds(self, models: dict[int, TrainedModel], twin: TrainedModel | None) -> dict[int, dict[str, float]]:
         """{seed: metrics} of one (variant, setting, dataset) from its models on every seed and,

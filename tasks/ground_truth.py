@@ -14,8 +14,9 @@ dataset's fixed test split.
   means over all K latents (a dead latent scores 0). `gt_f1` is the headline, SynthSAEBench's
   ranking metric.
 - `explained_variance`: 1 − E‖x − x̂‖² / total variance of x.
-- `shrinkage`: mean ‖x̂‖ / ‖x‖ (1: none; an L1 penalty pulls it below 1). Marked
-  higher-is-better, as shrinkage is the failure it measures; read it against 1.
+- `shrinkage_gap`: |1 − shrinkage|, SAELens' shrinkage being mean ‖x̂‖ / ‖x‖ (1: none; an L1
+  penalty pulls it below 1, an untrained model may overshoot above). Lower is better: the ideal
+  is 1, not the largest ratio (read as higher-is-better, an untrained model's 1.4 "won").
 - `dead_latents`: latents that never fire on the test split (a count, as SAELens reports it).
 
 Datasets: any with a true dictionary and true codes of its test split in `truth` (`synth`,
@@ -68,7 +69,7 @@ def ground_truth_metrics(model, x: torch.Tensor, true_codes: torch.Tensor, true_
         "mcc": mean_correlation_coefficient(atoms, true_features),
         "uniqueness": feature_uniqueness(atoms, true_features),
         "explained_variance": variance.compute(),
-        "shrinkage": shrinkage.compute(),
+        "shrinkage_gap": abs(1.0 - shrinkage.compute()),
         "dead_latents": float(dead.compute()),
     }
 
@@ -78,7 +79,7 @@ class GroundTruth(Task):
     description = ("SynthSAEBench's ground-truth metrics by SAELens' own functions: per-latent F1 of "
                    "firing against the matched true feature, MCC, uniqueness, explained variance.")
     metrics = {"gt_f1": True, "gt_precision": True, "gt_recall": True, "mcc": True, "uniqueness": True,
-               "explained_variance": True, "shrinkage": True, "dead_latents": False}
+               "explained_variance": True, "shrinkage_gap": False, "dead_latents": False}
     headline = "gt_f1"
 
     def dataset_skip_reason(self, dataset):

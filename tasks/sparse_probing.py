@@ -164,6 +164,10 @@ class SparseProbing(Task):
         return None
 
     def evaluate(self, trained: TrainedModel, dataset: Dataset, config: dict) -> dict[str, float]:
+        return self.evaluate_under(trained, dataset, config, [int(config.get("eval_seed", 0))]).popitem()[1]
+
+    def evaluate_under(self, trained, dataset, config, eval_seeds):
+        """The probe corpus is encoded once; each evaluation seed draws its own balanced subsamples."""
         probing = dataset.truth["probing"]
         separate = "train_inputs" in probing  # a separate probe set has no concept labels
         train_x, test_x = probe_inputs(dataset)
@@ -172,7 +176,8 @@ class SparseProbing(Task):
                              None if separate else dataset.train_concepts, device)
         test = pooled_codes(trained.model, test_x, probing["test_groups"],
                             None if separate else dataset.test_concepts, device)
-        return pooled_scores(train, test, probing["labels"], int(config.get("seed", 0)), int(config.get("eval_seed", 0)))
+        seed = int(config.get("seed", 0))
+        return {s: pooled_scores(train, test, probing["labels"], seed, s) for s in eval_seeds}
 
     def reference_rows(self, dataset: Dataset, config: dict, seed: int) -> dict[str, dict[str, float]]:
         """The probe on the input dimensions, in the model's own units (× `input_scale`)."""

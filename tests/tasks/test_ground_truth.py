@@ -26,9 +26,17 @@ def exact_model(encoder=None) -> AffineToy:
 def test_an_sae_that_is_the_truth_scores_one_everywhere():
     codes = sparse_codes()
     scores = ground_truth_metrics(exact_model(), codes, codes.to_sparse(), torch.eye(N_TRUE))
-    for name in ("gt_f1", "gt_precision", "gt_recall", "mcc", "uniqueness", "explained_variance", "shrinkage"):
+    for name in ("gt_f1", "gt_precision", "gt_recall", "mcc", "uniqueness", "explained_variance"):
         assert scores[name] == pytest.approx(1.0, abs=1e-6), name
-    assert scores["dead_latents"] == 0
+    assert scores["dead_latents"] == 0 and scores["shrinkage_gap"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+def test_shrinking_and_inflating_reconstructions_are_equally_far_from_no_shrinkage(scale):
+    """An L1 model's x̂ shrinks; an untrained one's may overshoot: both are worse than 1, not one better."""
+    codes = sparse_codes()
+    scaled = AffineToy(torch.eye(N_TRUE) * scale, torch.zeros(N_TRUE), torch.eye(N_TRUE))
+    assert ground_truth_metrics(scaled, codes, codes, torch.eye(N_TRUE))["shrinkage_gap"] == pytest.approx(0.5, abs=1e-5)
 
 
 def test_latents_firing_for_the_wrong_features_lose_f1_but_not_mcc():
@@ -73,7 +81,7 @@ def test_equal_to_saelens_eval_sae_on_synthetic_data(tmp_path):
     ours = ground_truth_metrics(suite_model(tmp_path), x, features.to_sparse(), synthetic.feature_dict.feature_vectors)
     theirs = {"gt_f1": reference.classification.f1_score, "gt_precision": reference.classification.precision,
               "gt_recall": reference.classification.recall, "mcc": reference.mcc, "uniqueness": reference.uniqueness,
-              "explained_variance": reference.explained_variance, "shrinkage": reference.shrinkage,
+              "explained_variance": reference.explained_variance, "shrinkage_gap": abs(1 - reference.shrinkage),
               "dead_latents": reference.dead_latents}
     for name, value in theirs.items():
         assert ours[name] == pytest.approx(value, abs=1e-6), name

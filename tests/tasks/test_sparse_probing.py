@@ -47,6 +47,23 @@ def test_a_latent_equal_to_the_label_gives_accuracy_1_at_k1():
     assert out == {"probe_acc_k1": 1.0, "probe_acc_k2": 1.0, "probe_acc_k5": 1.0}
 
 
+def test_every_evaluation_seed_scores_as_alone_and_the_corpus_is_encoded_once(monkeypatch):
+    """Three evaluation seeds: the noisy planted latent gives each its own subsample draw, as
+    three separate calls would, from one encoding of each split (not three)."""
+    data = probing_dataset(seed=3)
+    noise = torch.Generator().manual_seed(0)
+    for split in (data.train, data.test):  # the label no longer separable: each draw scores its own accuracy
+        split[:, 0] += 3 * torch.randn(len(split), generator=noise)
+    model, encodes, real_encode = PlantedToy(planted_source=0), [], PlantedToy.encode
+    monkeypatch.setattr(PlantedToy, "encode", lambda self, x: encodes.append(len(x)) or real_encode(self, x))
+    alone = {s: SparseProbing().evaluate(TrainedModel(model), data, {"seed": 0, "eval_seed": s}) for s in range(3)}
+    calls_alone = len(encodes)
+    encodes.clear()
+    together = SparseProbing().evaluate_under(TrainedModel(model), data, {"seed": 0}, [0, 1, 2])
+    assert together == alone and len(encodes) == calls_alone // 3
+    assert len({out["probe_acc_k1"] for out in together.values()}) > 1  # the seeds do draw differently
+
+
 def test_a_latent_of_noise_gives_chance():
     data = probing_dataset()
     data.truth["probing"]["labels"] = {"planted": data.truth["probing"]["labels"]["planted"]}
