@@ -209,6 +209,7 @@ def _failure(ray, err: BaseException) -> str:
 
 
 START_TIMEOUT = 120.0  # seconds a task may wait to start while the cluster has room for it
+ROOM_GRACE = 10.0  # seconds between the two looks at the cluster's room before a task counts as lost
 
 
 class _Task:
@@ -268,21 +269,47 @@ def _slots(ray, num_cpus_per_job: float, num_gpus_per_job: float, address: str |
     return slots
 
 
-def _has_room(ray, needs: dict[str, float]) -> bool:
-    free = ray.available_resources()
-    return all(free.get(kind, 0) >= need for kind, need in needs.items() if need > 0)
+class _StartWatch:
+    """Tells a task this driver has lost from one queued behind other work. Seen on one node after
+    the driver process forked (the local executor, in the tests): the driver stops requesting
+    workers, the raylet idles with every CPU free, and a new driver process runs the same tasks
+    at once (gRPC across a fork, ray-project/ray#59661). A task is lost when it has waited
+    START_TIMEOUT and the cluster showed room for it at two looks ROOM_GRACE apart (a slot
+    freed a moment ago may not have been leased yet)."""
 
+    def __init__(self, ray, needs: dict[str, float]):
+        self.ray, self.needs = ray, needs
+        self.room_since: float | None = None
 
-def _lost(ray, needs: dict[str, float]) -> str | None:
-    """Why the tasks not started yet will never start, or None when they may be queued behind
-    other work. Seen on one node after the driver process forked (the local executor, in the
-    tests): the driver stops requesting workers, the raylet idles with every CPU free, and a new
-    driver process runs the same tasks at once (gRPC in a forked process, ray-project/ray#59661)."""
-    if not _has_room(ray, needs):
-        return None
-    return (f"Ray did not start the task within {START_TIMEOUT:g} s although the cluster had room: this "
-            "process's Ray connection stopped submitting tasks (a fork after ray.init is a known cause); "
-            "rerun to resume")
+    def has_room(self) -> bool:
+        free = self.ray.available_resources()
+        return all(free.get(kind, 0) >= need for kind, need in self.needs.items() if need > 0)
+
+    @staticmethod
+    def reason() -> str:
+        return (f"Ray did not start the task within {START_TIMEOUT:g} s although the cluster had room: this "
+                "process's Ray connection stopped submitting tasks (a fork after ray.init is a known cause); "
+                "rerun to resume")
+
+    def lost(self, unstarted: list[_Task], now: float) -> bool:
+        """Whether the tasks not started yet are lost; if not, each waiting one's next look."""
+        if not unstarted:
+            self.room_since = None
+            return False
+        waiting = [task for task in unstarted if now >= task.start_by]
+        if not waiting:
+            return False
+        if not self.has_room():  # queued behind other work: waiting is right
+            self.room_since = None
+            look_again = now + START_TIMEOUT
+        else:
+            self.room_since = now if self.room_since is None else self.room_since
+            if now - self.room_since >= ROOM_GRACE:
+                return True
+            look_again = self.room_since + ROOM_GRACE
+        for task in waiting:
+            task.start_by = look_again
+        return False
 
 
 def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_types,
@@ -291,6 +318,7 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
     driver_cwd, driver_path = os.getcwd(), [p for p in sys.path if p]
     pending = iter(jobs)
     running: dict[Any, _Task] = {}  # stream -> task
+    watch = _StartWatch(ray, needs)
 
     def submit(job: Job) -> _Task:
         payload, refs = pickler.dumps((job.fn, job.args))
@@ -323,21 +351,15 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
                     del running[stream]
                     ray.cancel(stream, force=True)
                     yield task.job, Outcome(error=f"timed out after {timeout * task.job.cells:g} s")
-            waiting = [t for t in running.values() if t.deadline is None and now >= t.start_by]
-            if not waiting:
-                continue
-            reason = _lost(ray, needs)
-            if reason is None:  # queued behind other work: waiting is right
-                for task in waiting:
-                    task.start_by = now + START_TIMEOUT
+            if not watch.lost([t for t in running.values() if t.deadline is None], now):
                 continue
             for stream, task in list(running.items()):
                 if task.deadline is None:
                     del running[stream]
                     ray.cancel(stream, force=True)
-                    yield task.job, Outcome(error=reason)
+                    yield task.job, Outcome(error=watch.reason())
             for job in pending:  # they would be lost too: errors now, not hours of waiting
-                yield job, Outcome(error=reason)
+                yield job, Outcome(error=watch.reason())
     finally:
         for stream in running:
             ray.cancel(stream, force=True)

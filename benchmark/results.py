@@ -158,9 +158,10 @@ def read_results(path: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.read_csv(path, keep_default_na=False, na_values={"value": ["", "nan", "NaN"], "l0": ["", "nan", "NaN"]},
-                        # converged and steps as written ("True", "1536", "" for a reference row): read
-                        # in chunks, a large file would otherwise mix bools, floats and strings
-                        dtype={"setting": str, "message": str, "config_hash": str, "converged": str, "steps": str})
+                        # these as written ("True", "1536", "" for a reference row): read in chunks, a
+                        # large file would otherwise mix bools, floats and strings in one column
+                        dtype={"setting": str, "message": str, "config_hash": str, "converged": str, "steps": str,
+                               "step_cap": str, "higher_is_better": str})
     if "schema_version" not in frame.columns:
         raise UserError(f"{path} is not a results file (no schema_version column)")
     versions = set(pd.to_numeric(frame["schema_version"], errors="coerce"))

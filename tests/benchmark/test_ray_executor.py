@@ -306,6 +306,7 @@ def test_tasks_that_never_start_on_a_cluster_with_room_end_the_run_as_errors_at_
     from benchmark import ray_executor
 
     monkeypatch.setattr(ray_executor, "START_TIMEOUT", 0.05)
+    monkeypatch.setattr(ray_executor, "ROOM_GRACE", 0.05)
     silent = SilentRay(busy_checks)
     jobs = [Job(f"cell{i}", print, ()) for i in range(3)]
     got = list(ray_executor._run(silent, jobs, silent, timeout=60, window=1, threads=1, shared_types=(),
@@ -314,4 +315,19 @@ def test_tasks_that_never_start_on_a_cluster_with_room_end_the_run_as_errors_at_
     assert all(outcome.error.startswith("Ray did not start the task within 0.05 s although the cluster had room")
                for _, outcome in got)
     assert len(silent.submitted) == 1 and silent.cancelled == silent.submitted  # the rest never submitted
-    assert silent.checks == busy_checks + 1
+    assert silent.checks == busy_checks + 2  # room seen twice, ROOM_GRACE apart
+
+
+def test_a_slot_freed_a_moment_ago_is_not_a_lost_task(monkeypatch):
+    """A long cell ends, its CPU is free for the instant before Ray leases it to the queued task:
+    one look at the room must not end the run. The task starts before the second look."""
+    from benchmark import ray_executor
+
+    monkeypatch.setattr(ray_executor, "START_TIMEOUT", 0.05)
+    watch = ray_executor._StartWatch(SilentRay(busy_checks=0), {"CPU": 1, "GPU": 0})
+    queued = ray_executor._Task(Job("cell", print, ()), stream=None)
+    now = queued.start_by
+    assert not watch.lost([queued], now) and queued.start_by == now + ray_executor.ROOM_GRACE
+    assert not watch.lost([], now + 1)  # it started
+    assert not watch.lost([queued], now + 100)  # a later wait is judged afresh, not against the old look
+    assert watch.lost([queued], now + 100 + ray_executor.ROOM_GRACE)
