@@ -14,7 +14,7 @@ as they finish, the driver alone writes results; what goes wrong becomes a one-l
 - No task is retried: a worker that dies (a crash, os._exit, SIGKILL, out of memory) is an
   error, as a child process that dies is with the local executor.
 - A task that has not started within START_TIMEOUT although the cluster had room for it means
-  this process's connection has stopped submitting (see `_lost`): the cells not started yet
+  this process's connection has stopped submitting (see `_StartWatch`): the cells not started yet
   are errors at once, to be resumed by a new run, instead of a wait without end.
 - Starting Ray: the cluster at `address`, else a new local instance (`ray.init()`), quietly.
   Ray missing, an unreachable address or a refused token is a UserError (exit 2) naming the fix,
@@ -245,27 +245,26 @@ def run_jobs_ray(jobs: Iterable[Job], *, timeout: float, address: str | None = N
     here, before returning: a UserError comes before any job is drawn. Closing the generator
     cancels the tasks still running."""
     ray = connect(address, num_cpus=num_cpus)
-    slots = _slots(ray, num_cpus_per_job, num_gpus_per_job, address)
+    needs = {"CPU": num_cpus_per_job, "GPU": num_gpus_per_job}
+    slots = _slots(ray, needs, address)
     if progress:
         print(f"Ray: {describe(ray)} at {address or 'a local instance'}", file=sys.stderr)
     remote = ray.remote(_task).options(num_cpus=num_cpus_per_job, num_gpus=num_gpus_per_job, max_retries=0,
                                        retry_exceptions=False, num_returns="streaming")
     window = parallel or 2 * slots
-    needs = {"CPU": num_cpus_per_job, "GPU": num_gpus_per_job}
     return _run(ray, jobs, remote, timeout, window, max(1, int(num_cpus_per_job)), shared_types, needs)
 
 
-def _slots(ray, num_cpus_per_job: float, num_gpus_per_job: float, address: str | None) -> int:
-    """How many tasks the cluster can run at once; none at all is a UserError (a task would
-    wait forever)."""
+def _slots(ray, needs: dict[str, float], address: str | None) -> int:
+    """How many tasks the cluster can run at once, each taking `needs` ({"CPU": n, "GPU": m});
+    none at all is a UserError (a task would wait forever)."""
     resources = ray.cluster_resources()
-    needs = {"CPU": num_cpus_per_job, "GPU": num_gpus_per_job}
     counts = [int(resources.get(kind, 0) // need) for kind, need in needs.items() if need > 0]
     slots = min(counts) if counts else int(resources.get("CPU", 1))
     if slots < 1:
         where = f"the Ray cluster at {address}" if address else "the local Ray instance"
-        raise UserError(f"{where} has {describe(ray)}; a cell needs {num_cpus_per_job:g} CPU and "
-                        f"{num_gpus_per_job:g} GPU: add nodes that have them, or use --device cpu")
+        raise UserError(f"{where} has {describe(ray)}; a cell needs {needs['CPU']:g} CPU and "
+                        f"{needs['GPU']:g} GPU: add nodes that have them, or use --device cpu")
     return slots
 
 
@@ -324,6 +323,12 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
         payload, refs = pickler.dumps((job.fn, job.args))
         return _Task(job, remote.remote(payload, driver_cwd, driver_path, threads, *refs))
 
+    def end(stream, error: str) -> tuple[Job, Outcome]:
+        """Cancel a running task: its job and the error outcome to yield."""
+        task = running.pop(stream)
+        ray.cancel(stream, force=True)
+        return task.job, Outcome(error=error)
+
     try:
         while True:
             while len(running) < window:
@@ -348,16 +353,12 @@ def _run(ray, jobs, remote, timeout: float, window: int, threads: int, shared_ty
             now = time.monotonic()
             for stream, task in list(running.items()):
                 if task.deadline is not None and now >= task.deadline:
-                    del running[stream]
-                    ray.cancel(stream, force=True)
-                    yield task.job, Outcome(error=f"timed out after {timeout * task.job.cells:g} s")
+                    yield end(stream, f"timed out after {timeout * task.job.cells:g} s")
             if not watch.lost([t for t in running.values() if t.deadline is None], now):
                 continue
             for stream, task in list(running.items()):
                 if task.deadline is None:
-                    del running[stream]
-                    ray.cancel(stream, force=True)
-                    yield task.job, Outcome(error=watch.reason())
+                    yield end(stream, watch.reason())
             for job in pending:  # they would be lost too: errors now, not hours of waiting
                 yield job, Outcome(error=watch.reason())
     finally:
