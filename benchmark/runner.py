@@ -596,13 +596,16 @@ BUDGET_RESULTS = "results-2x.csv"  # beside results.csv: the budget check's re-t
 def budget_check_options(options: RunOptions) -> RunOptions | None:
     """The re-run that checks a run's headline verdicts against longer training (the preset's
     `budget_check`: `length` x the training, on its first `seeds` seeds): each selected task on
-    its headline dataset only, written to results-2x.csv beside results.csv. None when the
-    preset asks for none."""
+    its headline dataset only, written to results-2x.csv beside results.csv. A run narrowed
+    with --dataset checks only the headlines among its datasets (it did not train the others).
+    None when the preset asks for none, or no headline is in the run."""
     preset = options.preset
     if preset.budget_check is None:
         return None
-    tasks = options.tasks or list(preset.tasks)
-    headline = {t: get_task(t).headline_dataset(preset.task_datasets(t)) for t in tasks}
+    headline = {t: get_task(t).headline_dataset(preset.task_datasets(t)) for t in options.tasks or list(preset.tasks)}
+    tasks = [t for t, name in headline.items() if not options.datasets or name in options.datasets]
+    if not tasks:
+        return None
     narrowed = dataclasses.replace(preset, tasks={t: dict(preset.tasks[t], datasets=[headline[t]]) for t in tasks},
                                    datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
                                                         [: preset.budget_check["seeds"]])

@@ -9,9 +9,10 @@ It is the case issue 22 was filed on: trained, and again with `train: {lr: 1e-12
 untrained self), through `intervention` on whitened8:
 
     python -m benchmark run --variant examples/tied_relu.py:TiedReluSAE \
-        --config examples/tied_relu.yaml --task intervention --dataset whitened8 --out /tmp/tied
+        --config examples/tied_relu.yaml --preset full --task intervention --dataset whitened8 --out /tmp/tied
     python -m benchmark run --variant examples/tied_relu.py:TiedReluSAE \
-        --config examples/tied_relu_lr1e-12.yaml --task intervention --dataset whitened8 --out /tmp/tied-lr0
+        --config examples/tied_relu_lr1e-12.yaml --preset full --task intervention --dataset whitened8 \
+        --out /tmp/tied-lr0
 """
 import torch
 from torch import nn

@@ -145,3 +145,17 @@ def test_an_untrained_twin_keeps_its_1x_reading_at_2x():
     check = check_headline(at_1x, comparison({"topk": 0.80, "pca": 0.60}, info=INFO_2X), *HEADLINE)
     assert check.at_2x.tied_first == ("topk", "topk-untrained") == check.at_1x.tied_first
     assert check.stable and check.at_2x.kinds["topk-untrained"] == "twin"
+
+
+def test_a_run_narrowed_to_some_datasets_checks_only_their_headlines():
+    """`--dataset prompts` trains prompts alone: its 2x check re-trains composition's headline, not
+    the other tasks' (whose 1x models the run never trained); a dataset that heads no task: none."""
+    from benchmark.config import load_preset
+    from benchmark.runner import RunOptions, budget_check_options
+
+    preset = load_preset("default")
+    whole = budget_check_options(RunOptions(preset=preset))
+    assert set(whole.tasks) == set(preset.tasks) and whole.length == 2
+    narrowed = budget_check_options(RunOptions(preset=preset, datasets=["prompts"]))
+    assert narrowed.tasks == ["composition"] and narrowed.preset.task_datasets("composition") == ["prompts"]
+    assert budget_check_options(RunOptions(preset=preset, datasets=["tree"])) is None
