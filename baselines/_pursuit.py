@@ -16,13 +16,17 @@ Backward of one step, c' = c - a·G[s] with a = relu(c[s]), given dL/dc' and dL/
     dL/dc    = dL/dc' + e_s · dL/da · 1[a > 0]
 
 A stacked MP (benchmark/stacking.py) pursues all its models at once, every tensor with a
-leading model axis, for the largest k's steps; a model's steps past its own k get coefficient 0.
+leading model axis, for the largest k's steps; a model's steps past its own k get coefficient 0
+(atom 0). The models are pursued in order of decreasing k, so that step t touches only the
+leading models whose k exceeds t (a view): a sweep k = 6, 12, 24, 40 does 82 model-steps of
+pursuit, not 160. Skipped steps are ones whose coefficient and gradients are exactly 0, so the
+results are those of pursuing every model for every step, bit for bit.
 """
 import torch
 from torch.autograd.function import once_differentiable
 
 from baselines._sparse import flat_rows
-from baselines._stacked import below, largest
+from baselines._stacked import largest
 
 
 def _rows(table, offsets, selected):
@@ -34,27 +38,28 @@ def _rows(table, offsets, selected):
 
 
 class _PursuitSteps(torch.autograd.Function):
-    """Correlations (B, K) and Gram matrix (K, K), or per model (M, B, K) and (M, K, K). On a
-    stack, `active[t]` (M, 1, 1) is 1 for the models that take step t (t < their own k) and 0
-    for the others: their coefficient is 0, so the step changes nothing, and through
-    `coef > 0` neither does its backward."""
+    """Correlations (B, K) and Gram matrix (K, K), or per model (M, B, K) and (M, K, K) with the
+    models in order of decreasing k. `active[t]`: how many leading models take step t (None
+    unstacked); the others' step t has coefficient 0 and atom 0, so it changes nothing, and is
+    not computed."""
 
     @staticmethod
     def forward(ctx, correlations, gram, steps, active):
         c = correlations.clone()  # updated in place below
-        chosen = torch.empty(*c.shape[:-1], steps, dtype=torch.long, device=c.device)
-        coefs = c.new_empty(*c.shape[:-1], steps)
+        chosen = torch.zeros(*c.shape[:-1], steps, dtype=torch.long, device=c.device)
+        coefs = c.new_zeros(*c.shape[:-1], steps)
         table, offsets = flat_rows(gram)
         for t in range(steps):
-            selected = c.argmax(-1, keepdim=True)
-            coef = c.gather(-1, selected).clamp_min_(0)
-            if active is not None:
-                coef.mul_(active[t])
-            c.sub_(_rows(table, offsets, selected.squeeze(-1))[0].mul_(coef))
-            chosen[..., t : t + 1] = selected
-            coefs[..., t : t + 1] = coef
+            m = _leading(active, t)
+            step_c = c[:m]
+            selected = step_c.argmax(-1, keepdim=True)
+            coef = step_c.gather(-1, selected).clamp_min_(0)
+            step_c.sub_(_rows(table, _head(offsets, m), selected.squeeze(-1))[0].mul_(coef))
+            chosen[:m, ..., t : t + 1] = selected
+            coefs[:m, ..., t : t + 1] = coef
         ctx.save_for_backward(gram, chosen, coefs)
         ctx.mark_non_differentiable(chosen)
+        ctx.active = active
         return chosen, coefs
 
     @staticmethod
@@ -66,25 +71,41 @@ class _PursuitSteps(torch.autograd.Function):
         table, offsets = flat_rows(gram)
         grad_table = None if grad_gram is None else flat_rows(grad_gram)[0]  # a view of grad_gram
         for t in reversed(range(chosen.shape[-1])):
-            selected, coef = chosen[..., t].contiguous(), coefs[..., t : t + 1]  # a strided index is slow
-            rows, index = _rows(table, offsets, selected)
-            grad_coef = grad_coefs[..., t : t + 1] - (grad_c * rows).sum(-1, keepdim=True)
+            m = _leading(ctx.active, t)
+            step_grad = grad_c[:m]
+            selected, coef = chosen[:m, ..., t].contiguous(), coefs[:m, ..., t : t + 1]  # a strided index is slow
+            rows, index = _rows(table, _head(offsets, m), selected)
+            grad_coef = grad_coefs[:m, ..., t : t + 1] - (step_grad * rows).sum(-1, keepdim=True)
             if grad_table is not None:
-                grad_table.index_add_(0, index.flatten(), (grad_c * -coef).flatten(0, -2))
-            grad_c.scatter_add_(-1, selected.unsqueeze(-1), grad_coef * (coef > 0))
+                grad_table.index_add_(0, index.flatten(), (step_grad * -coef).flatten(0, -2))
+            step_grad.scatter_add_(-1, selected.unsqueeze(-1), grad_coef * (coef > 0))
         return grad_c, grad_gram, None, None
+
+
+def _leading(active, t: int):
+    """How many leading models take step t: a slice bound (None: all of them)."""
+    return None if active is None else active[t]
+
+
+def _head(offsets, m):
+    return offsets if offsets is None else offsets[:m]
 
 
 def pursuit_steps(correlations: torch.Tensor, gram: torch.Tensor, k):
     """(chosen atoms (B, k) long, coefficients (B, k)) of k matching-pursuit steps, from the
     initial correlations <x - b, d_j> (B, K) and the Gram matrix G = D·Dᵀ (K, K). On a stack
     ((M, B, K), (M, K, K), k (M,)): the largest k steps, model m's steps from its own k on
-    choosing with coefficient 0."""
+    choosing atom 0 with coefficient 0."""
     steps = largest(k)
-    active = below(k, correlations.new_empty(*correlations.shape[:-2], steps))  # (M, steps) or None
-    if active is not None:  # step t's (M, 1, 1) factor, one slice per step
-        active = active.t().to(correlations.dtype).view(steps, -1, 1, 1)
-    return _PursuitSteps.apply(correlations, gram, steps, active)
+    if not isinstance(k, torch.Tensor):
+        return _PursuitSteps.apply(correlations, gram, steps, None)
+    order = torch.argsort(k, descending=True, stable=True)  # the models that step longest first
+    ks = k.tolist()
+    active = [sum(own > t for own in ks) for t in range(steps)]
+    chosen, coefs = _PursuitSteps.apply(correlations.index_select(0, order), gram.index_select(0, order),
+                                        steps, active)
+    back = torch.argsort(order)
+    return chosen.index_select(0, back), coefs.index_select(0, back)
 
 
 class _Gram(torch.autograd.Function):

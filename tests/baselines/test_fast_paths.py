@@ -161,6 +161,31 @@ def test_pursuit_backward_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda x_, a: pursuit_steps(x_ @ a.t(), gram_matrix(a), 4)[1], (x, atoms))
 
 
+def test_a_stacked_pursuit_steps_each_model_only_to_its_own_k():
+    """Models of a stack in any order of k: each one's atoms, coefficients and gradients are
+    exactly those of its own pursuit; its steps past its k are atom 0, coefficient 0."""
+    from baselines._pursuit import gram_matrix, pursuit_steps
+
+    g = torch.Generator().manual_seed(0)
+    ks = [3, 1, 5, 3]
+    atoms = torch.nn.functional.normalize(torch.randn(4, 12, 5, generator=g), dim=-1)
+    x = torch.randn(4, 6, 5, generator=g)
+    weights = torch.randn(4, 6, 5, generator=g)  # a loss that weights every step's coefficient
+    correlations = (x @ atoms.mT).requires_grad_()
+    gram = gram_matrix(atoms).requires_grad_()
+    chosen, coefs = pursuit_steps(correlations, gram, torch.tensor(ks))
+    (coefs * weights).sum().backward()
+    for m, k in enumerate(ks):
+        own_correlations = correlations[m].detach().clone().requires_grad_()
+        own_gram = gram[m].detach().clone().requires_grad_()
+        own_chosen, own_coefs = pursuit_steps(own_correlations, own_gram, k)
+        (own_coefs * weights[m, :, :k]).sum().backward()
+        assert torch.equal(chosen[m, :, :k], own_chosen) and torch.equal(coefs[m, :, :k].detach(), own_coefs.detach())
+        assert not chosen[m, :, k:].any() and not coefs[m, :, k:].any()
+        assert torch.equal(correlations.grad[m], own_correlations.grad) and torch.equal(gram.grad[m], own_gram.grad)
+    assert not torch.equal(gram.grad[0], gram.grad[3])  # the same k, other data: a swapped model would show
+
+
 @pytest.mark.parametrize("variant, hparams", [("topk", {"k": 2, "dead_steps": 1}), ("mp", {"k": 3})])
 def test_fast_paths_keep_training_deterministic(variant, hparams):
     """Two runs with the same seed give bit-identical weights (SPEC section 4), through the
