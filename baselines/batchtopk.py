@@ -19,15 +19,17 @@ from baselines._stacked import below, largest, per_model
 from baselines.topk import TopKSAE, keep_topk
 
 
-def keep_batch_topk(pre: torch.Tensor, k) -> torch.Tensor:
+def keep_batch_topk(pre: torch.Tensor, k, ranked=None) -> torch.Tensor:
     """ReLU of the k·B largest entries of the whole (B, n) batch, zeros elsewhere. A stack's
     per-model k (M,), for pre (M, B, n): each model keeps the k·B largest of its own batch (the
-    largest k's, sorted, with those past its own k·B zeroed)."""
+    largest k's, sorted, with those past its own k·B zeroed). `ranked`: a sorted topk (values,
+    indices) of at least that many entries of the flattened batch, reused instead of ranking
+    again (training ranks max_k·B entries for the thresholds anyway)."""
     flat = pre.flatten(-2)
-    batch = pre.shape[-2]
-    values, indices = flat.topk(largest(k) * batch, dim=-1)
-    values = values.relu()
-    own = below(k * batch, values)
+    count = largest(k) * pre.shape[-2]
+    values, indices = ranked if ranked is not None else flat.topk(count, dim=-1)
+    values, indices = values[..., :count].relu(), indices[..., :count]
+    own = below(k * pre.shape[-2], values)
     if own is not None:
         values = values * own
     return torch.zeros_like(flat).scatter(-1, indices, values).view_as(pre)
@@ -55,11 +57,11 @@ class BatchTopKSAE(TopKSAE):
         self.k = int(k)
 
     @torch.no_grad()
-    def update_thresholds(self, activations: torch.Tensor) -> None:
-        # Per model on a stack (activations (M, B, n), thresholds (M, max_k)); a model's entries
-        # past its own max_k (padding, cut off by `unstack`) are updated too and never read.
-        batch = activations.shape[-2]
-        ranked = activations.flatten(-2).topk(self.max_k * batch, dim=-1).values
+    def update_thresholds(self, ranked: torch.Tensor) -> None:
+        """`ranked`: the batch's max_k·B largest activations, sorted (per model on a stack:
+        (M, max_k·B), thresholds (M, max_k)); a model's entries past its own max_k (padding, cut
+        off by `unstack`) are updated too and never read."""
+        batch = ranked.shape[-1] // self.max_k
         observed = ranked[..., batch - 1 :: batch]  # the (j·B)-th largest, j = 1..max_k
         if bool(self.calibrated.all()):
             self.thresholds.lerp_(observed, 1 - self.threshold_decay)
@@ -71,8 +73,10 @@ class BatchTopKSAE(TopKSAE):
     def select(self, pre: torch.Tensor) -> torch.Tensor:
         activations = pre.relu()
         if self.training:
-            self.update_thresholds(activations)
-            return keep_batch_topk(activations, self.k)
+            # One ranking serves both: max_k >= k, so its first k·B entries are the selection.
+            ranked = activations.flatten(-2).topk(self.max_k * activations.shape[-2], dim=-1)
+            self.update_thresholds(ranked.values.detach())
+            return keep_batch_topk(activations, self.k, ranked)
         if not bool(self.calibrated):  # never trained: a batch of one, i.e. per-sample TopK
             return keep_topk(pre, self.k)
         threshold = self.thresholds[self.k - 1]

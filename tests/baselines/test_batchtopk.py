@@ -20,6 +20,21 @@ def test_codes_per_sample_follow_the_batch_not_k():
     assert (codes != 0).sum(1).tolist() == [8, 0, 0, 0]
 
 
+def test_a_larger_ranking_reused_selects_the_same_codes_and_gradients():
+    """Training ranks max_k·B entries once for the thresholds and the selection: its first k·B
+    give the codes and the gradient of ranking k·B alone; a ranking of the wrong batch does not."""
+    pre = torch.randn(6, 20)
+    alone, shared = pre.clone().requires_grad_(), pre.clone().requires_grad_()
+    codes = keep_batch_topk(alone.relu(), 3)
+    reused = keep_batch_topk(shared.relu(), 3, shared.relu().flatten().topk(6 * 12))
+    assert torch.equal(codes, reused)
+    (codes * torch.arange(120.0).view(6, 20)).sum().backward()
+    (reused * torch.arange(120.0).view(6, 20)).sum().backward()
+    assert torch.equal(alone.grad, shared.grad)
+    other = keep_batch_topk(pre.relu(), 3, (-pre).relu().flatten().topk(6 * 12))
+    assert not torch.equal(codes, other)
+
+
 def model_with(k=2, n_latents=8, decay=0.5):
     return BatchTopKSAE((4,), n_latents, k=k, max_k_factor=2, threshold_decay=decay)
 

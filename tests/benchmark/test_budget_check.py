@@ -158,4 +158,4 @@ def test_a_run_narrowed_to_some_datasets_checks_only_their_headlines():
     assert set(whole.tasks) == set(preset.tasks) and whole.length == 2
     narrowed = budget_check_options(RunOptions(preset=preset, datasets=["prompts"]))
     assert narrowed.tasks == ["composition"] and narrowed.preset.task_datasets("composition") == ["prompts"]
-    assert budget_check_options(RunOptions(preset=preset, datasets=["tree"])) is None
+    assert budget_check_options(RunOptions(preset=preset, datasets=["correlated-rho0.0"])) is None
