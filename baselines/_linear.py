@@ -1,6 +1,6 @@
 """The linear encoder / linear decoder pair shared by the shallow SAEs.
 
-Every function here also takes a stacked model's tensors (benchmark/stacking.py): inputs
+Every function here also takes a stacked model's tensors (benchmark/training/stacking.py): inputs
 (M, B, d), vectors such as biases (M, d) and matrices (M, d, K), one batched product for all
 models. A vector is added to a batch through `over_batch`, which on an unstacked (d,) vector
 is the usual broadcast.
@@ -76,7 +76,7 @@ class DictionarySAE(SAE):
     b_dec that starts at the mean training input: what every SAE decoding through a free
     dictionary shares, whatever its encoder.
 
-    Its subclasses' encode / decode / loss / after_step also run stacked (benchmark/stacking.py):
+    Its subclasses' encode / decode / loss / after_step also run stacked (benchmark/training/stacking.py):
     the maths is written over the last axes (features, latents, batch = -2), so a leading model
     axis simply rides along."""
 

@@ -15,7 +15,7 @@ Backward of one step, c' = c - a·G[s] with a = relu(c[s]), given dL/dc' and dL/
     dL/dG[s] += -a · dL/dc'
     dL/dc    = dL/dc' + e_s · dL/da · 1[a > 0]
 
-A stacked MP (benchmark/stacking.py) pursues all its models at once, every tensor with a
+A stacked MP (benchmark/training/stacking.py) pursues all its models at once, every tensor with a
 leading model axis, for the largest k's steps; a model's steps past its own k get coefficient 0
 (atom 0). The models are pursued in order of decreasing k, so that step t touches only the
 leading models whose k exceeds t (a view): a sweep k = 6, 12, 24, 40 does 82 model-steps of

@@ -8,7 +8,7 @@ atoms of each row (`embedding_bag`, B·k·d, and the same in the backward pass).
 (edited, averaged, built by a task) carry no support and take the dense product, so results do
 not depend on where the codes came from (up to float summation order).
 
-A stacked model (benchmark/stacking.py) has codes (M, B, n_latents) and a dictionary
+A stacked model (benchmark/training/stacking.py) has codes (M, B, n_latents) and a dictionary
 (M, n_latents, d): model m's rows are gathered from the flattened (M·n_latents, d) dictionary
 at its indices shifted by m·n_latents (`stacked_rows`), still one `embedding_bag` for all models.
 """

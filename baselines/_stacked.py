@@ -1,4 +1,4 @@
-"""Per-model hyperparameters of a stacked model (benchmark/stacking.py).
+"""Per-model hyperparameters of a stacked model (benchmark/training/stacking.py).
 
 On an ordinary instance a stackable hyperparameter is a number; on a stacked one it is a (M,)
 tensor, one value per model, to be broadcast against tensors whose first axis is the model's.

@@ -6,10 +6,10 @@ from pathlib import Path
 from benchmark.config import load_preset, preset_names
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS, TASKS, VARIANTS
-from benchmark.perf import add_perf
-from benchmark.compare import add_compare
+from benchmark.perf.throughput import add_perf
+from benchmark.report.compare import add_compare
 from benchmark.interop.commands import add_eval, add_export, print_foreign
-from benchmark.reporting import DEFAULT_OUT, leaderboard_path, run_and_report
+from benchmark.report.reporting import DEFAULT_OUT, leaderboard_path, run_and_report
 
 def positive_float(text: str) -> float:
     value = float(text)
@@ -68,7 +68,7 @@ def add_run(sub):
 
 
 def cmd_run(args) -> int:
-    from benchmark.runner import RunOptions, Runner, budget_check_options
+    from benchmark.grid.runner import RunOptions, Runner, budget_check_options
 
     if not (args.all or args.variant or args.task):
         raise UserError("say what to run: --all, or --variant NAME and/or --task NAME")
@@ -144,7 +144,7 @@ def add_leaderboard(sub):
 
 
 def cmd_leaderboard(args) -> int:
-    from benchmark.leaderboard import write_leaderboard
+    from benchmark.report.leaderboard import write_leaderboard
 
     out_dir = args.results.parent
     path = write_leaderboard(args.results, leaderboard_path(out_dir, args.output), out_dir / "plots", args.preset)

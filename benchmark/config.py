@@ -36,7 +36,7 @@ import yaml
 
 from benchmark.errors import UserError
 from benchmark.registry import CONTROLS, TASKS, VARIANTS
-from benchmark.training import MIN_PLATEAU_STEPS, SCHEDULES, TrainConfig
+from benchmark.training.loop import MIN_PLATEAU_STEPS, SCHEDULES, TrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tasks", "variants",

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.data import Dataset
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 
 
 class NotScorable(Exception):
@@ -26,11 +26,11 @@ class Task:
     - `eval_seeded = True`: the evaluation draws randomness (probe subsamples, images to edit)
       from `config["eval_seed"]` (0: the task's canonical draw); the preset's
       `evaluation: {seeds: n}` scores the task's headline dataset under n of them
-      (benchmark/eval_noise.py), through `evaluate_under`, which a task overrides to do its
+      (benchmark/report/eval_noise.py), through `evaluate_under`, which a task overrides to do its
       seed-free work (encoding a probe corpus) once for all of them.
     - `across_seeds = True`: the task compares the models of different seeds (and a same-data
       twin) instead of scoring one model; it implements `evaluate_seeds` and runs after the grid
-      (benchmark/seed_pass.py), never per cell.
+      (benchmark/grid/seed_pass.py), never per cell.
     """
 
     name: str = ""

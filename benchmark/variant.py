@@ -22,12 +22,12 @@ class SAE(nn.Module):
       from the dataset (e.g. the concept vocabulary) before the model is built.
     - `stackable_hparams`: the hyperparameters that may differ between the models of one stack
       (e.g. {"k"}); non-empty only for a variant whose maths accepts a leading model axis, so
-      that its sweep trains as one stacked model (benchmark/stacking.py states the contract).
+      that its sweep trains as one stacked model (benchmark/training/stacking.py states the contract).
     """
 
     requires: frozenset = frozenset()
     stackable_hparams: frozenset = frozenset()
-    n_models: int | None = None  # M on a stacked instance (benchmark/stacking.py), else None
+    n_models: int | None = None  # M on a stacked instance (benchmark/training/stacking.py), else None
 
     def __init__(self, input_shape: tuple[int, ...], n_latents: int):
         super().__init__()

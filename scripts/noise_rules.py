@@ -1,4 +1,4 @@
-"""How many pairs of variants each headline separates under the paired test (benchmark/paired.py)
+"""How many pairs of variants each headline separates under the paired test (benchmark/report/paired.py)
 against suite 0.3's unpaired rule (difference of means > 2 x the pooled seed std), on a results
 file. For the closing note of the statistics issue; the leaderboard itself uses the paired test.
 
@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 
 from benchmark.config import load_preset
-from benchmark.matched import matched_entries, separated_pairs
+from benchmark.report.matched import matched_entries, separated_pairs
 from benchmark.task import get_task
 
 

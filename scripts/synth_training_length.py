@@ -14,7 +14,7 @@ import torch
 from benchmark.config import load_preset
 from benchmark.datasets import build_dataset
 from benchmark.registry import VARIANTS
-from benchmark.training import TrainConfig, train_model
+from benchmark.training.loop import TrainConfig, train_model
 from tasks.ground_truth import ground_truth_metrics
 
 DATASET = "synth"

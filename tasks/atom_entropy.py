@@ -33,7 +33,7 @@ axes as well (ZCA decorrelates the channels, so a pure-red pixel edit is not a p
 whitened atom): read it as a diagnostic there.
 
 Gallery: the GALLERY_ATOMS most frequently active atoms of one model per variant and control
-(the setting `benchmark.matched.headline_settings` picks, the lowest seed).
+(the setting `benchmark.report.matched.headline_settings` picks, the lowest seed).
 """
 import math
 from functools import lru_cache
@@ -126,10 +126,10 @@ def cell_label(config: dict) -> dict:
 
 def headline_artifacts(results, plot_dir, task: str, suffix: str, read_label) -> dict[str, dict[str, Path]]:
     """{dataset: {variant: artifact}}: per dataset, one artifact per variant (and control), the
-    lowest seed at the setting `benchmark.matched.headline_settings` picks for it.
+    lowest seed at the setting `benchmark.report.matched.headline_settings` picks for it.
     `read_label(path)` returns the `cell_label` saved in the artifact (file names are the
     runner's business; the label inside is this task's)."""
-    from benchmark.matched import headline_settings  # the lead's matched-L0 module
+    from benchmark.report.matched import headline_settings  # the lead's matched-L0 module
 
     chosen: dict[str, dict[str, Path]] = {}
     for folder in sorted(p for p in (artifact_root(plot_dir) / task).glob("*") if p.is_dir()):
@@ -193,7 +193,7 @@ class AtomEntropy(Task):
 
     @staticmethod
     def _gallery_figure(dataset_name, shown, path):
-        from benchmark.matched import is_control_name
+        from benchmark.report.matched import is_control_name
 
         saved = {variant: torch.load(p) for variant, p in shown.items()}
         grids = {variant: atom_grid(blob["atoms"].float()) for variant, blob in saved.items()}

@@ -33,7 +33,7 @@ Metrics ("inputs" are images or vectors, e.g. `prompts` embeddings):
 Task config keys: `ridge_alpha` (default 1.0), `n_plot_samples` (held-out images per row of
 the figure, default 8); the runner adds `artifact_dir`, `model_name`, `seed` and `setting`.
 The figure (image datasets) shows one model per variant, the one at the headline sparsity
-setting (`benchmark.matched.headline_settings`).
+setting (`benchmark.report.matched.headline_settings`).
 """
 import re
 from pathlib import Path
@@ -47,7 +47,7 @@ from sklearn.linear_model import Ridge
 from benchmark.data import Dataset
 from benchmark.registry import TASKS
 from benchmark.task import Task
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 from benchmark.variant import encode_batch
 
 from tasks._activity import artifact_file, artifact_root
@@ -291,7 +291,7 @@ class Composition(Task):
 def _headline_settings(rows: pd.DataFrame, task: str, dataset: str) -> dict[str, object]:
     """{row name: setting} of the rows to draw: references (no setting) and each variant's
     headline setting."""
-    from benchmark.matched import headline_settings
+    from benchmark.report.matched import headline_settings
 
     settings = dict(headline_settings(rows, task, dataset))
     settings.update({name: None for name in REFERENCES if name in set(rows.variant)})

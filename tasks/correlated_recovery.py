@@ -38,7 +38,7 @@ a dead or mis-firing latent costs.
 Datasets: any with a true dictionary in `truth` (`correlated` at each rho, `tree`,
 `superposition`). The figure draws recovery against rho for every family of datasets named
 `<family>-rho<value>`, one model per variant (its headline sparsity setting, from
-`benchmark.matched.headline_settings`), controls dashed.
+`benchmark.report.matched.headline_settings`), controls dashed.
 """
 import re
 from pathlib import Path
@@ -230,9 +230,9 @@ class CorrelatedRecovery(Task):
 def recovery_curves(results: pd.DataFrame, task: str) -> pd.DataFrame:
     """Mean and std over seeds of recovery_90 and mmcs, per (family, metric, variant, rho), read
     at each dataset's headline L0 exactly as the leaderboard's tables read them
-    (benchmark.matched.matched_entries: interpolated in log L0 between the two sweep settings
+    (benchmark.report.matched.matched_entries: interpolated in log L0 between the two sweep settings
     that bracket it); a variant whose sweep does not reach it is left out, never extrapolated."""
-    from benchmark.matched import headline_l0_of, matched_entries
+    from benchmark.report.matched import headline_l0_of, matched_entries
 
     columns = ["family", "metric", "variant", "rho", "mean", "std"]
     ok = results[(results["task"] == task) & (results["status"] == "ok")]
@@ -253,7 +253,7 @@ def plot_curves(curves: pd.DataFrame, family: str, path: Path) -> None:
     # The object-oriented Figure API: no pyplot global state, no GUI backend needed.
     from matplotlib.figure import Figure
 
-    from benchmark.matched import is_control_name
+    from benchmark.report.matched import is_control_name
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     for ax, metric, label in zip(fig.subplots(1, 2), ["recovery_90", "mmcs"],

@@ -41,7 +41,7 @@ from sklearn.metrics import accuracy_score
 from benchmark.data import Dataset
 from benchmark.registry import TASKS
 from benchmark.task import Task
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 from benchmark.variant import encode_batch
 
 KS = (1, 2, 5)

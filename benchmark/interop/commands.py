@@ -48,8 +48,8 @@ def cmd_eval(args) -> int:
     from benchmark.interop import check_input_dim
     from benchmark.interop.own_data import (activations_preset, checkpoint_folders, checkpoint_specs,
                                             dataset_name, own_l0_targets, test_rows_for, with_targets)
-    from benchmark.reporting import leaderboard_path, run_and_report
-    from benchmark.runner import RunOptions, Runner
+    from benchmark.report.reporting import leaderboard_path, run_and_report
+    from benchmark.grid.runner import RunOptions, Runner
     from benchmark.submission import resolve_variant
 
     if args.activations is None and (args.labels or args.l0_targets):
@@ -116,7 +116,7 @@ def add_export(sub):
 
 def cmd_export(args) -> int:
     from benchmark.interop.export import check_exportable, export_saelens, saelens_form
-    from benchmark.runner import RunOptions, Runner
+    from benchmark.grid.runner import RunOptions, Runner
     from benchmark.submission import resolve_variant, variant_name
 
     preset = load_preset(args.preset)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from benchmark.errors import UserError
-from benchmark.peers import load_overcomplete
+from benchmark.perf.peers import load_overcomplete
 from benchmark.variant import SAE
 
 PREFIX = "overcomplete:"
@@ -58,7 +58,7 @@ NON_VECTOR_ENCODERS = ("resnet", "attention")
 
 
 def overcomplete_sae():
-    """overcomplete.sae (with matplotlib's removed get_cmap restored by benchmark.peers), or a
+    """overcomplete.sae (with matplotlib's removed get_cmap restored by benchmark.perf.peers), or a
     UserError saying how to install it."""
     module = load_overcomplete()
     if module is None:

@@ -104,7 +104,7 @@ def checkpoint_specs(folders: list[Path]) -> list[str]:
 @torch.no_grad()
 def own_l0_targets(classes: list[type], dataset) -> list[float]:
     """The test-split L0 of every checkpoint that is alone (not in a family)."""
-    from benchmark.runner import achieved_l0
+    from benchmark.grid.runner import achieved_l0
 
     return [achieved_l0(cls(dataset.input_shape, cls.checkpoint.d_sae), dataset)
             for cls in classes if not getattr(cls, "members", None)]

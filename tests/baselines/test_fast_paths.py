@@ -191,7 +191,7 @@ def test_fast_paths_keep_training_deterministic(variant, hparams):
     """Two runs with the same seed give bit-identical weights (SPEC section 4), through the
     sparse decode, its scatter/gather backward, the pursuit backward and AuxK's sparse decode."""
     from benchmark.data import Dataset
-    from benchmark.training import TrainConfig, train_model
+    from benchmark.training.loop import TrainConfig, train_model
 
     data = torch.rand(300, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     dataset = Dataset("toy", data, data[:10], {})

@@ -1,9 +1,9 @@
-"""Stacked training (benchmark/stacking.py): a stack of M models of one variant is those M
+"""Stacked training (benchmark/training/stacking.py): a stack of M models of one variant is those M
 models, each with its own hyperparameters, weights and batches, trained side by side.
 
 Checked on every registered variant with stackable hyperparameters: one step's per-model losses
 and gradients, and 25 steps of fused Adam (weights, buffers and losses). Then the shared pieces
-and `benchmark/stacking.py` itself: the stacked sparse decode, the round trip of differently
+and `benchmark/training/stacking.py` itself: the stacked sparse decode, the round trip of differently
 sized buffers through `stack` / `unstack`, and the stacks that must be refused.
 """
 import copy
@@ -13,7 +13,7 @@ import torch
 
 import baselines  # noqa: F401  (registers the variants)
 from benchmark.registry import VARIANTS
-from benchmark.stacking import stack, unstack
+from benchmark.training.stacking import stack, unstack
 
 INPUT_SHAPE = (2, 3, 4)  # d = 24, several axes so that flattening to features is exercised
 N_LATENTS = 64

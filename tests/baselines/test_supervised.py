@@ -6,7 +6,7 @@ import torch
 from benchmark.data import Dataset
 from benchmark.registry import VARIANTS
 from benchmark.task import Task
-from benchmark.training import TrainConfig, train_model
+from benchmark.training.loop import TrainConfig, train_model
 from benchmark.variant import encode_batch
 
 SupervisedSAE = VARIANTS.get("supervised")

@@ -2,7 +2,7 @@
 import pandas as pd
 
 from benchmark.config import parse_preset
-from benchmark.runner import RunOptions, Runner
+from benchmark.grid.runner import RunOptions, Runner
 
 
 def run_preset(text: str, out, variants=("topk",), **options) -> tuple[RunOptions, pd.DataFrame]:

@@ -37,7 +37,7 @@ def broken(name: str) -> str:
 
 
 def run_argv(out: Path, preset: Path, *args: str) -> list[str]:
-    """`benchmark run`'s arguments, without the untrained twins (tests/benchmark/test_twins.py
+    """`benchmark run`'s arguments, without the untrained twins (tests/benchmark/grid/test_twins.py
     covers them): every run of a test that compares two runs is built here."""
     return ["run", "--preset", str(preset), "--out", str(out), "--no-progress", "--no-twins", *args]
 

@@ -9,7 +9,7 @@ import torch
 from benchmark.config import load_preset
 from benchmark.contract import check_on_dataset
 from benchmark.data import Dataset
-from benchmark.runner import Cell, RunOptions, Runner
+from benchmark.grid.runner import Cell, RunOptions, Runner
 from benchmark.registry import VARIANTS
 from benchmark.submission import resolve_variant, variant_name
 from benchmark.variant import SAE

@@ -9,7 +9,7 @@ from benchmark.control import is_trainable
 from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
 from benchmark.registry import CONTROLS
-from benchmark.training import TrainConfig, train_model
+from benchmark.training.loop import TrainConfig, train_model
 from baselines.topk import TopKSAE
 from tasks._common import encode_test, pooled_r2
 
@@ -132,7 +132,7 @@ def test_a_fixed_block_basis_submitted_as_a_variant_loses_to_the_controls_at_mat
     config = tmp_path / "blocks.yaml"
     config.write_text("sweep: [{block: 1}, {block: 2}, {block: 4}, {block: 8}]\n")
     from benchmark.cli import main
-    from benchmark.matched import beats_controls, matched_entries
+    from benchmark.report.matched import beats_controls, matched_entries
     from benchmark.results import read_results
 
     out = tmp_path / "out"

@@ -6,7 +6,7 @@ import torch
 from benchmark.config import load_preset
 from benchmark.data import Dataset
 from benchmark.registry import VARIANTS
-from benchmark.training import TrainConfig, TrainedModel, train_model
+from benchmark.training.loop import TrainConfig, TrainedModel, train_model
 from benchmark.variant import SAE
 
 

@@ -7,7 +7,7 @@ import torch
 from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
 from benchmark.registry import TASKS, VARIANTS
-from benchmark.training import TrainConfig, TrainedModel, train_model
+from benchmark.training.loop import TrainConfig, TrainedModel, train_model
 from benchmark.variant import SAE
 from tasks.atom_entropy import (RANDOM_ATOMS, AtomEntropy, atom_entropy_bits, atom_metrics, color_purity,
                                 display_atoms, headline_artifacts, random_atom_entropy)
@@ -136,9 +136,9 @@ def toy_model_and_data():
 
 
 def fake_matched(monkeypatch, settings):
-    """`benchmark.matched.headline_settings` answering `settings` (the tests' results tables
+    """`benchmark.report.matched.headline_settings` answering `settings` (the tests' results tables
     carry no L0 to choose from)."""
-    monkeypatch.setattr("benchmark.matched.headline_settings", lambda results, task, dataset: settings)
+    monkeypatch.setattr("benchmark.report.matched.headline_settings", lambda results, task, dataset: settings)
 
 
 def test_evaluate_averages_over_alive_atoms_only(tmp_path, monkeypatch):

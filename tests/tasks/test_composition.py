@@ -13,7 +13,7 @@ from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
 from benchmark.datasets.shapes2 import N_OBJECTS, canonical
 from benchmark.registry import CONTROLS, VARIANTS
-from benchmark.training import TrainConfig, TrainedModel, train_model
+from benchmark.training.loop import TrainConfig, TrainedModel, train_model
 from benchmark.variant import SAE
 from tasks.composition import (Composition, _load_samples, additive_pixels, code_r2, compose,
                                composed_samples, heldout_metrics, memoriser, seen_metrics)
@@ -334,7 +334,7 @@ def test_the_figure_draws_each_variant_at_its_headline_setting_and_the_reference
     def stand_in(results, task, dataset):
         picked[dataset] = task
         return {"relu": "l1_coeff=1"}
-    monkeypatch.setitem(sys.modules, "benchmark.matched", types.SimpleNamespace(headline_settings=stand_in))
+    monkeypatch.setitem(sys.modules, "benchmark.report.matched", types.SimpleNamespace(headline_settings=stand_in))
     assert len(TASK.plots(results, tmp_path)) == 1 and picked == {shapes_tuple.name: "composition"}
     assert _load_samples(directory, {"relu": "l1_coeff=1"})["relu"]["setting"] == "l1_coeff=1"
     assert TASK.plots(results.iloc[:0], tmp_path) == []  # no results: no figure

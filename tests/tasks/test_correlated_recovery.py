@@ -7,7 +7,7 @@ from torch import nn
 from baselines.topk import keep_topk
 from benchmark.datasets import build_dataset
 from benchmark.registry import CONTROLS, TASKS, VARIANTS
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 from benchmark.variant import SAE
 from tasks.correlated_recovery import abs_cosines, attribution, hungarian_match, recovered, recovery_curves
 

@@ -8,7 +8,7 @@ from sklearn.metrics import r2_score
 from benchmark.data import Dataset
 from benchmark.datasets import build_dataset
 from benchmark.registry import TASKS, VARIANTS
-from benchmark.training import TrainConfig, TrainedModel, train_model
+from benchmark.training.loop import TrainConfig, TrainedModel, train_model
 from tasks._activity import firing_order
 from tasks.intervention import (ALPHAS, DELTA, Intervention, PooledR2, chosen_latents, decode_edits,
                                 edit_effects, edit_requests, off_target_fraction, pursuit_coefficients,
@@ -24,9 +24,9 @@ def linear_decoder(dictionary, bias):
 
 
 def fake_matched(monkeypatch, settings):
-    """`benchmark.matched.headline_settings` answering `settings` (the tests' results tables
+    """`benchmark.report.matched.headline_settings` answering `settings` (the tests' results tables
     carry no L0 to choose from)."""
-    monkeypatch.setattr("benchmark.matched.headline_settings", lambda results, task, dataset: settings)
+    monkeypatch.setattr("benchmark.report.matched.headline_settings", lambda results, task, dataset: settings)
 
 
 # ----- pooled R² -----

@@ -5,7 +5,7 @@ from sklearn.metrics import r2_score
 
 from benchmark.data import Dataset
 from benchmark.registry import VARIANTS
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 from tasks._common import pooled_r2, psnr_db
 from tasks.reconstruction import Reconstruction
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from benchmark.data import Dataset
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 from tasks.sparse_probing import (SparseProbing, balanced, balanced_attributes, pool_by_group, probe_accuracy,
                                  probe_scores)
 

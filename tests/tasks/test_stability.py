@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.runner import Cell, Runner
-from benchmark.training import TrainedModel
+from benchmark.grid.runner import Cell, Runner
+from benchmark.training.loop import TrainedModel
 from tasks.stability import MATCH_THRESHOLD, Stability, match_dictionaries, unit_atoms
 from tests.benchmark._runs import run_preset
 from tests.tasks._toys import AffineToy

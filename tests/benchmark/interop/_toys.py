@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from benchmark.data import Dataset
-from benchmark.training import TrainedModel
+from benchmark.training.loop import TrainedModel
 
 D = 6
 

@@ -91,7 +91,7 @@ def test_list_foreign_names_the_overcomplete_classes_and_formats(capsys):
     out = capsys.readouterr().out
     assert "dictionary_learning (ae.pt + config.json)" in out
     pytest.importorskip("matplotlib")
-    from benchmark.peers import load_overcomplete
+    from benchmark.perf.peers import load_overcomplete
 
     if load_overcomplete() is not None:
         assert "overcomplete:TopKSAE" in out and "overcomplete:MpSAE" in out

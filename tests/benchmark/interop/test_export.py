@@ -11,7 +11,7 @@ from benchmark.errors import UserError
 from benchmark.interop import checkpoint_class
 from benchmark.interop.export import export_saelens
 from benchmark.registry import VARIANTS
-from benchmark.training import TrainConfig, train_model
+from benchmark.training.loop import TrainConfig, train_model
 from tasks.reconstruction import Reconstruction
 from tasks.sparsity import Sparsity
 

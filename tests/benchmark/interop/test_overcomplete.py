@@ -4,7 +4,7 @@ import statistics
 import pytest
 import torch
 
-from benchmark.peers import load_overcomplete
+from benchmark.perf.peers import load_overcomplete
 
 if load_overcomplete() is None:  # imports it with matplotlib's removed get_cmap restored
     pytest.skip("overcomplete is not installed (pip install -e '.[peers]')", allow_module_level=True)
@@ -17,7 +17,7 @@ from benchmark.errors import UserError  # noqa: E402
 from benchmark.interop.overcomplete import CRITERIA, foreign_listing  # noqa: E402
 from benchmark.registry import VARIANTS  # noqa: E402
 from benchmark.submission import resolve_variant, source_hash, variant_name  # noqa: E402
-from benchmark.training import train_model  # noqa: E402
+from benchmark.training.loop import train_model  # noqa: E402
 from tasks._common import encode_test, pooled_r2  # noqa: E402
 
 HPARAMS = {"TopKSAE": {"top_k": 4}, "BatchTopKSAE": {"top_k": 32}, "RATopKSAE": {"top_k": 4}, "MpSAE": {"k": 3},

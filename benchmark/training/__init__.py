@@ -1,0 +1,1 @@
+"""Training: the shared loop (loop.py) and stacked models (stacking.py)."""
