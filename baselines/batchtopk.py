@@ -26,10 +26,11 @@ def keep_batch_topk(pre: torch.Tensor, k, ranked=None) -> torch.Tensor:
     indices) of at least that many entries of the flattened batch, reused instead of ranking
     again (training ranks max_k·B entries for the thresholds anyway)."""
     flat = pre.flatten(-2)
-    count = largest(k) * pre.shape[-2]
+    batch = pre.shape[-2]
+    count = largest(k) * batch
     values, indices = ranked if ranked is not None else flat.topk(count, dim=-1)
     values, indices = values[..., :count].relu(), indices[..., :count]
-    own = below(k * pre.shape[-2], values)
+    own = below(k * batch, values)
     if own is not None:
         values = values * own
     return torch.zeros_like(flat).scatter(-1, indices, values).view_as(pre)
