@@ -35,7 +35,7 @@ from benchmark.submission import (canonical_spec, is_external, load_variant_conf
                                   source_hash, variant_name, with_variant_config)
 from benchmark.task import NotScorable, get_task
 from benchmark.training.stacking import group_key, is_stackable
-from benchmark.training.loop import ModelCache, TrainedModel, train_model, train_models, untrained
+from benchmark.training.loop import Fork, ModelCache, TrainedModel, train_model, train_models, untrained
 from benchmark.grid.twins import KEEP_TOP, is_twin, twin_name
 
 
@@ -135,6 +135,7 @@ class Runner:
         self.cell_timeout = float(options.cell_timeout or getattr(self.preset, "cell_timeout", None)
                                   or DEFAULT_CELL_TIMEOUT)
         self.jobs = default_jobs(self.device) if options.jobs is None else options.jobs
+        self.budget_runner: Runner | None = None  # the budget check to come: its longer models fork off this grid's
         if self.cell_timeout <= 0 or self.jobs < 1:
             raise UserError("--cell-timeout must be positive and --jobs at least 1")
 
@@ -273,8 +274,7 @@ class Runner:
                 model.fit(dataset.train)
             model.eval()
             return TrainedModel(model=model, trained=False)
-        callbacks = {t.name: t.epoch_callback for t in self.tasks_for(cell.dataset, selected_only=False)
-                     if t.epoch_callback is not None}
+        callbacks = self.callbacks_for(cell.dataset)
         key = spec.key(sorted(callbacks), init_seed)
         trained = self.cache.load(key, model)
         if trained is None:
@@ -286,10 +286,10 @@ class Runner:
     def train_group(self, cells: list[Cell], specs: list[ModelSpec], init_seed: int | None = None) -> list[TrainedModel]:
         """The models of one stackable sweep: those in the cache are loaded, the others trained
         together as one stack (benchmark/training/stacking.py) and cached one by one (`init_seed`: as
-        in `train`)."""
+        in `train`). Those the budget check will train longer get their longer model too, as a
+        fork (benchmark/training/loop.py), cached for the check to load."""
         cls = self.variant_class(cells[0].variant)
-        callbacks = {t.name: t.epoch_callback for t in self.tasks_for(cells[0].dataset, selected_only=False)
-                     if t.epoch_callback is not None}
+        callbacks = self.callbacks_for(cells[0].dataset)
         trained, todo = [], []
         for i, (cell, spec) in enumerate(zip(cells, specs)):
             dataset = self.on_device(cell.dataset, cell.seed)
@@ -298,14 +298,43 @@ class Runner:
             trained.append(self.cache.load(spec.key(sorted(callbacks), init_seed), model))
             if trained[-1] is None:
                 todo.append((i, model, dataset))
-        if todo:
-            fresh = train_models([m for _, m, _ in todo], [d for _, _, d in todo], specs[0].train,
-                                 [cells[i].seed for i, _, _ in todo], callbacks,
-                                 self.options.progress and self.jobs == 1, hparams=[specs[i].hparams for i, _, _ in todo])
-            for (i, _, _), result in zip(todo, fresh):
-                self.cache.save(specs[i].key(sorted(callbacks), init_seed), result)
-                trained[i] = result
+        if not todo:
+            return trained
+        forks, fork_keys = [], []
+        for position, (i, model, _) in enumerate(todo):
+            longer = self.longer_spec(cells[i], specs[i]) if init_seed is None else None
+            if longer is not None:
+                # A copy receives its weights (a new instance would draw from the seeded generator).
+                forks.append(Fork(position, copy.deepcopy(model), longer[0].train))
+                fork_keys.append(longer[1])
+        fresh = train_models([m for _, m, _ in todo], [d for _, _, d in todo], specs[0].train,
+                             [cells[i].seed for i, _, _ in todo], callbacks, self.options.progress and self.jobs == 1,
+                             hparams=[specs[i].hparams for i, _, _ in todo], forks=forks)
+        for (i, _, _), result in zip(todo, fresh):
+            self.cache.save(specs[i].key(sorted(callbacks), init_seed), result)
+            trained[i] = result
+        for key, result in zip(fork_keys, fresh[len(todo):]):
+            self.cache.save(key, result)
         return trained
+
+    def callbacks_for(self, dataset: str) -> dict:
+        return {t.name: t.epoch_callback for t in self.tasks_for(dataset, selected_only=False)
+                if t.epoch_callback is not None}
+
+    def longer_spec(self, cell: Cell, spec: ModelSpec) -> tuple[ModelSpec, str] | None:
+        """(the budget check's spec of `cell`, its cache key) when the check (`budget_runner`)
+        will train this cell at its longer length, the two differ in length only, and that model
+        is not cached yet; else None."""
+        budget = self.budget_runner
+        if (budget is None or cell.dataset not in budget.dataset_names or cell.variant not in budget.variant_specs
+                or cell.seed not in budget.seeds_for(cell.dataset)):
+            return None
+        longer = budget.planner.model_spec(cell, self.datasets[cell.dataset, cell.seed])
+        if ((longer.variant, longer.n_latents, longer.hparams, longer.seed) != (spec.variant, spec.n_latents, spec.hparams, spec.seed)
+                or dataclasses.replace(longer.train, length=spec.train.length) != spec.train):
+            return None
+        key = longer.key(sorted(budget.callbacks_for(cell.dataset)))
+        return None if self.cache.holds(key) else (longer, key)
 
     def trained_model(self, variant: str, dataset: str, seed: int, setting: str) -> TrainedModel:
         """One model of the grid, from the cache or trained now (e.g. for `export`)."""

@@ -20,6 +20,7 @@ def run_and_report(runner, leaderboard: Path, budget_runner=None, preset=None) -
     activations file's), which the leaderboard cannot load by name."""
     from benchmark.report.leaderboard import write_leaderboard
 
+    runner.budget_runner = budget_runner  # the grid trains the check's longer models as forks of its own
     summary = runner.run()
     if budget_runner is not None:
         print(f"budget check: re-training each task's headline at {budget_runner.options.length:g}x", file=sys.stderr)

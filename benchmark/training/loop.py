@@ -1,4 +1,6 @@
 """The one shared training loop (SPEC section 4) and the on-disk model cache."""
+import copy
+import dataclasses
 import math
 import statistics
 import time
@@ -202,9 +204,14 @@ class Progress:
         decay = self.end - self.constant_until
         return 1.0 - (step - self.constant_until - 1) / decay
 
+    @property
+    def cap_step(self) -> int:
+        """The last step at the constant rate if the plateau never holds."""
+        return math.ceil(self.cfg.length * self.cap)
+
     def after(self, step: int, checked: bool) -> None:
         """Update after `step` (losses synced up to it when `checked`)."""
-        limit = math.ceil(self.cfg.length * self.cap)
+        limit = self.cap_step
         if self.constant_until is None:
             if checked and self.plateau_step is None and step >= self.cfg.min_steps and has_converged(self.losses):
                 self.plateau_step = step
@@ -234,19 +241,37 @@ def train_model(
     return train_models([model], [dataset], cfg, [seed], callbacks, progress)[0]
 
 
+@dataclass
+class Fork:
+    """A longer training of model `parent` (the budget check's 2x: the same configuration but a
+    larger `length`). Until the two schedules part (at the parent's decay, or its end) they take
+    the same steps on the same batches, so the fork rides the parent's stack row and only then
+    gets a row of its own: its first part is not trained twice. `model` (the parent's class and
+    hyperparameters) receives its weights."""
+
+    parent: int
+    model: SAE
+    cfg: TrainConfig
+
+
 def train_models(models: list[SAE], datasets: list[Dataset], cfg: TrainConfig, seeds: list[int],
                  callbacks: dict | None = None, progress: bool = False,
-                 hparams: list[dict] | None = None) -> list[TrainedModel]:
+                 hparams: list[dict] | None = None, forks: list[Fork] = ()) -> list[TrainedModel]:
     """Train `models` (model m on datasets[m] with data seed seeds[m]). With `hparams` (each
     model's constructor hyperparameters) and more than one model they train as one stack
-    (benchmark/training/stacking.py); otherwise one at a time. Results equal within float rounding."""
-    if hparams is not None and len(models) > 1:
-        return _train_together(models, datasets, cfg, seeds, callbacks or {}, progress, hparams)
-    return [_train_together([m], [d], cfg, [s], callbacks or {}, progress, None)[0]
+    (benchmark/training/stacking.py); otherwise one at a time. Results equal within float rounding.
+    `forks` (stacked only) branch off their parent models (Fork); their results follow the models'."""
+    forks = list(forks)
+    for fork in forks:
+        if hparams is None or dataclasses.replace(fork.cfg, length=cfg.length) != cfg:
+            raise ValueError("a fork trains in a stack (hparams) and differs from its parent only in length")
+    if hparams is not None and (len(models) > 1 or forks):
+        return _train_together(models, datasets, cfg, seeds, callbacks or {}, progress, hparams, forks)
+    return [_train_together([m], [d], cfg, [s], callbacks or {}, progress, None, [])[0]
             for m, d, s in zip(models, datasets, seeds)]
 
 
-def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams) -> list[TrainedModel]:
+def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams, forks) -> list[TrainedModel]:
     start = time.perf_counter()
     for model, dataset in zip(models, datasets):
         model.init_from_data(dataset.train)
@@ -257,16 +282,21 @@ def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams) 
         if key not in sources:
             sources[key] = batch_source(dataset, cfg, seed)
         source_of.append(key)
-    caps = [cfg.cap(d.train.shape[0]) for d in datasets]
-    progresses = [Progress(cfg, cap) for cap in caps]
-    results = [TrainedModel(model=m, history={name: [] for name in callbacks}, cap=cap) for m, cap in zip(models, caps)]
+    # Every trained model: the models, then the forks (which use their parent's data).
+    everyone = list(models) + [f.model for f in forks]
+    datasets = list(datasets) + [datasets[f.parent] for f in forks]
+    source_of += [source_of[f.parent] for f in forks]
+    configs = [cfg] * len(models) + [f.cfg for f in forks]
+    caps = [c.cap(d.train.shape[0]) for c, d in zip(configs, datasets)]
+    progresses = [Progress(c, cap) for c, cap in zip(configs, caps)]
+    results = [TrainedModel(model=m, history={name: [] for name in callbacks}, cap=cap) for m, cap in zip(everyone, caps)]
     stacked = hparams is not None
     module = stack(models, hparams) if stacked else models[0]
     optimiser = adam(module, cfg.lr)
-    active = list(range(len(models)))  # rows of the stack, in order
-    pending: list[tuple[list[int], torch.Tensor]] = []  # (models, their losses) since the last sync
-    total = max(math.ceil(cfg.length * cap) for cap in caps)
-    bar = tqdm(total=total, desc="train", leave=False, disable=not progress)
+    active = list(range(len(models)))  # the model of each stack row, in order
+    riders = {m: [len(models) + j for j, f in enumerate(forks) if f.parent == m] for m in active}  # forks on its row
+    pending: list[tuple[list[list[int]], torch.Tensor]] = []  # (each row's models, their losses) since the last sync
+    bar = tqdm(total=max(p.cap_step for p in progresses), desc="train", leave=False, disable=not progress)
     step = 0
     while active:
         step += 1
@@ -280,29 +310,48 @@ def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams) 
             x, concepts = batches[source_of[0]]
             optimiser.param_groups[0]["lr"] = cfg.lr * scales[0]
             losses = training_step(module, optimiser, x, concepts).reshape(1)
-        pending.append((list(active), losses))
+        on_rows = [[m, *riders[m]] for m in active]
+        pending.append((on_rows, losses))
         # Losses reach the CPU (one device sync) at each check, and at a cap so it is judged too.
-        checked = step % cfg.check_every == 0 or any(step == math.ceil(cfg.length * caps[m]) for m in active)
+        checked = step % cfg.check_every == 0 or any(step == progresses[m].cap_step for row in on_rows for m in row)
         if checked:
             _sync(pending, progresses)
             pending = []
             if callbacks:
-                _run_callbacks(module, models, active, datasets, results, callbacks, step, stacked)
-        for m in active:
+                _run_callbacks(module, everyone, active, datasets, results, callbacks, step, stacked)
+        for m in (m for row in on_rows for m in row):
             progresses[m].after(step, checked)
+        active, optimiser = _fork(module, active, riders, progresses, results, optimiser, step)
         finished = [m for m in active if progresses[m].done(step)]
         if finished:
             if pending:
                 _sync(pending, progresses)
                 pending = []
-            active, optimiser = _finish(module, models, active, finished, optimiser, stacked)
+            active, optimiser = _finish(module, everyone, active, finished, optimiser, stacked)
         bar.update()
     bar.close()
-    seconds = (time.perf_counter() - start) / len(models)
-    for model, result, prog in zip(models, results, progresses):
+    seconds = (time.perf_counter() - start) / len(everyone)
+    for model, result, prog in zip(everyone, results, progresses):
         model.eval()
         result.step_losses, result.plateau_step, result.train_seconds = prog.losses, prog.plateau_step, seconds
     return results
+
+
+def _fork(module, active, riders, progresses, results, optimiser, step):
+    """Each fork whose schedule parts from its parent's after `step` gets a row of its own: a
+    copy of the parent's (weights, buffers, Adam's moments) and of its history."""
+    rows, added = list(range(len(active))), []
+    for row, m in enumerate(active):
+        for j in list(riders[m]):
+            if progresses[m].done(step) or progresses[j].scale(step + 1) != progresses[m].scale(step + 1):
+                riders[m].remove(j)
+                riders[j] = []
+                rows.append(row)
+                added.append(j)
+                results[j].history = copy.deepcopy(results[m].history)
+    if not added:
+        return active, optimiser
+    return active + added, keep_rows(module, rows, optimiser)
 
 
 def _stacked_step(module, optimiser, x, scales) -> torch.Tensor:
@@ -317,13 +366,14 @@ def _sync(pending, progresses) -> None:
     """Move the losses since the last sync to the CPU (one device sync) and check them."""
     values = torch.cat([losses.reshape(-1) for _, losses in pending]).double().cpu().tolist()
     position = 0
-    for members, losses in pending:
-        for m in members:
-            progresses[m].losses.append(values[position])
+    for rows, losses in pending:
+        for row in rows:  # a row's loss is that of every model on it (a riding fork's too)
+            for m in row:
+                progresses[m].losses.append(values[position])
             position += 1
     bad = next((v for v in values if not math.isfinite(v)), None)
     if bad is not None:
-        step = len(progresses[pending[-1][0][0]].losses)
+        step = len(progresses[pending[-1][0][0][0]].losses)
         raise TrainingDiverged(f"training loss became {bad} by step {step}")
 
 
@@ -359,6 +409,9 @@ class ModelCache:
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.pt"
+
+    def holds(self, key: str) -> bool:
+        return self.directory is not None and self._path(key).exists()
 
     def load(self, key: str, model: SAE) -> TrainedModel | None:
         if self.directory is None or not self._path(key).exists():

@@ -23,14 +23,14 @@ variants:
 KEY = ["variant", "setting", "seed", "metric"]
 
 
-def preset(tmp_path, extra=""):
+def preset(tmp_path, extra="", budget_check=False):
     path = tmp_path / "stacked.yaml"
-    path.write_text(PRESET.format(extra=extra))
+    path.write_text(PRESET.format(extra=extra) + ("budget_check: {length: 2, seeds: 1}\n" if budget_check else ""))
     return path
 
 
-def rows(out) -> pd.DataFrame:
-    frame = pd.read_csv(out / "results.csv", keep_default_na=False, na_values={"value": [""]})
+def rows(out, name="results.csv") -> pd.DataFrame:
+    frame = pd.read_csv(out / name, keep_default_na=False, na_values={"value": [""]})
     return frame[frame["variant"].isin(["relu", "topk"])].set_index(KEY).sort_index()
 
 
@@ -74,3 +74,30 @@ def test_the_grid_stacks_each_sweep_with_its_seeds(tmp_path, monkeypatch):
     sizes.clear()
     assert run(tmp_path / "alone", path, *args, "--no-stack") == 0
     assert sizes == []
+
+
+def test_the_budget_check_loads_the_longer_models_the_grid_forked(tmp_path, monkeypatch):
+    """The grid trains each model the budget check re-trains at 2x as a fork of its 1x model
+    (they share every step up to the 1x decay): the check trains nothing, and its rows are
+    those of a check that trains its models from scratch."""
+    import benchmark.grid.runner as runner
+
+    calls = []
+    real_train_models = runner.train_models
+    monkeypatch.setattr(runner, "train_models", lambda models, *a, forks=(), **k:
+                        calls.append((len(models), len(forks))) or real_train_models(models, *a, forks=forks, **k))
+    path = preset(tmp_path, budget_check=True)
+    args = ["--variant", "relu", "topk", "--no-controls", "--no-twins", "--in-process"]
+    assert run(tmp_path / "forked", path, *args) == 0
+    assert sorted(calls) == [(4, 2), (4, 2)]  # 2 settings x 2 seeds, and 2x forks of seed 0's; then nothing
+    calls.clear()
+    monkeypatch.setattr(runner.Runner, "longer_spec", lambda self, cell, spec: None)
+    assert run(tmp_path / "apart", path, *args) == 0
+    assert sorted(calls) == [(2, 0), (2, 0), (4, 0), (4, 0)]  # the check trains seed 0's models itself
+    forked, apart = rows(tmp_path / "forked", "results-2x.csv"), rows(tmp_path / "apart", "results-2x.csv")
+    assert list(forked.index) == list(apart.index) and len(forked.droplevel("metric").index.unique()) == 4
+    assert set(forked.index.get_level_values("seed")) == {0}
+    once = rows(tmp_path / "forked").loc[forked.index]
+    assert (forked["steps"] == apart["steps"]).all() and (forked["steps"] > once["steps"]).all()
+    for (key, a), b in zip(forked["value"].items(), apart["value"]):
+        assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4), key

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -147,13 +149,9 @@ def _stackable():
 SWEEPS = {"k": [2, 3, 5], "l1_coeff": [0.05, 0.2, 0.6], "l0_coeff": [0.01, 0.05, 0.2]}
 
 
-@pytest.mark.parametrize("name", _stackable())
-def test_a_stacked_sweep_trains_like_its_models_alone(name):
-    """Through the whole loop (plateau checks, decay, models leaving the stack at different
-    steps, two seeds' data): weights, codes and loss curves equal those of each model alone.
-    In float64, so that float32 rounding of batched products cannot tip a top-k choice."""
-    from benchmark.training.loop import train_models
-
+def toy_sweep(name):
+    """(the variant's stackable knob, two seeds' float64 data, a short config with plateau checks
+    and decay, fresh(value, seed) -> a model as the grid seeds it)."""
     cls = VARIANTS.get(name)
     (knob,) = cls.stackable_hparams
     g = torch.Generator().manual_seed(1)
@@ -161,11 +159,23 @@ def test_a_stacked_sweep_trains_like_its_models_alone(name):
             for s in range(2)]
     cfg = TrainConfig(max_steps=120, batch_size=32, lr=1e-2, min_steps=20, check_every=10,
                       schedule="linear_decay", decay_fraction=0.5)
-    cells = [(value, seed) for value in SWEEPS[knob] for seed in (0, 1)]
 
     def fresh(value, seed):
         torch.manual_seed(seed)
         return cls((12,), 24, **{knob: value}).double()
+
+    return knob, data, cfg, fresh
+
+
+@pytest.mark.parametrize("name", _stackable())
+def test_a_stacked_sweep_trains_like_its_models_alone(name):
+    """Through the whole loop (plateau checks, decay, models leaving the stack at different
+    steps, two seeds' data): weights, codes and loss curves equal those of each model alone.
+    In float64, so that float32 rounding of batched products cannot tip a top-k choice."""
+    from benchmark.training.loop import train_models
+
+    knob, data, cfg, fresh = toy_sweep(name)
+    cells = [(value, seed) for value in SWEEPS[knob] for seed in (0, 1)]
 
     alone = [train_models([fresh(v, s)], [data[s]], cfg, [s])[0] for v, s in cells]
     together = train_models([fresh(v, s) for v, s in cells], [data[s] for _, s in cells], cfg, [s for _, s in cells],
@@ -177,3 +187,47 @@ def test_a_stacked_sweep_trains_like_its_models_alone(name):
             assert torch.allclose(p.double(), q.double(), rtol=1e-6, atol=1e-9), pname
         x = data[0].test
         assert torch.allclose(a.model.encode(x), b.model.encode(x), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", _stackable())
+def test_a_fork_trains_like_the_longer_model_alone_without_repeating_the_shared_steps(name, monkeypatch):
+    """The budget check's 2x model rides its parent's stack row until their schedules part: it
+    ends where the 2x model trained alone ends (weights, loss curve, plateau), its parent where
+    the 1x one does, and the steps they share are taken once."""
+    from benchmark.training import loop
+    from benchmark.training.loop import Fork, train_models
+
+    knob, data, cfg, fresh = toy_sweep(name)
+    longer = dataclasses.replace(cfg, length=2.0)
+    cells = [(value, seed) for value in SWEEPS[knob][:2] for seed in (0, 1)]
+
+    rows = []
+    step = loop._stacked_step
+    monkeypatch.setattr(loop, "_stacked_step", lambda module, opt, x, scales: rows.append(len(x)) or step(module, opt, x, scales))
+    forks = [Fork(i, fresh(*cells[i]), longer) for i in (0, 3)]
+    together = train_models([fresh(v, s) for v, s in cells], [data[s] for _, s in cells], cfg, [s for _, s in cells],
+                            hparams=[{knob: v} for v, _ in cells], forks=forks)
+    alone = [train_models([fresh(v, s)], [data[s]], cfg, [s])[0] for v, s in cells]
+    alone += [train_models([fresh(*cells[f.parent])], [data[cells[f.parent][1]]], longer, [cells[f.parent][1]])[0]
+              for f in forks]
+    assert [r.model for r in together[len(cells):]] == [f.model for f in forks]
+    for a, b in zip(alone, together):
+        assert a.steps == b.steps and a.plateau_step == b.plateau_step
+        assert torch.allclose(torch.tensor(a.step_losses), torch.tensor(b.step_losses), rtol=1e-6)
+        for (pname, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.allclose(p.double(), q.double(), rtol=1e-6, atol=1e-9), pname
+    assert together[-1].steps > together[3].steps  # the fork trained on past its parent
+    shared = sum(min(together[f.parent].steps, together[len(cells) + j].steps) for j, f in enumerate(forks))
+    assert sum(rows) < sum(r.steps for r in together)  # the shared steps were taken once
+    assert sum(rows) >= sum(r.steps for r in together) - shared
+
+
+def test_a_fork_must_differ_from_its_parent_in_length_only():
+    from benchmark.training.loop import Fork, train_models
+
+    model = VARIANTS.get("relu")((1, 4, 4), 8, l1_coeff=0.01)
+    other = VARIANTS.get("relu")((1, 4, 4), 8, l1_coeff=0.01)
+    cfg = TrainConfig(2, 32, 1e-3)
+    with pytest.raises(ValueError, match="length"):
+        train_models([model], [tiny_dataset()], cfg, [0], hparams=[{"l1_coeff": 0.01}],
+                     forks=[Fork(0, other, dataclasses.replace(cfg, lr=1e-2, length=2.0))])
