@@ -311,15 +311,16 @@ def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams, 
             optimiser.param_groups[0]["lr"] = cfg.lr * scales[0]
             losses = training_step(module, optimiser, x, concepts).reshape(1)
         on_rows = [[m, *riders[m]] for m in active]
+        on_stack = [m for row in on_rows for m in row]
         pending.append((on_rows, losses))
         # Losses reach the CPU (one device sync) at each check, and at a cap so it is judged too.
-        checked = step % cfg.check_every == 0 or any(step == progresses[m].cap_step for row in on_rows for m in row)
+        checked = step % cfg.check_every == 0 or any(step == progresses[m].cap_step for m in on_stack)
         if checked:
             _sync(pending, progresses)
             pending = []
             if callbacks:
                 _run_callbacks(module, everyone, active, datasets, results, callbacks, step, stacked)
-        for m in (m for row in on_rows for m in row):
+        for m in on_stack:
             progresses[m].after(step, checked)
         active, optimiser = _fork(module, active, riders, progresses, results, optimiser, step)
         finished = [m for m in active if progresses[m].done(step)]
@@ -340,18 +341,17 @@ def _train_together(models, datasets, cfg, seeds, callbacks, progress, hparams, 
 def _fork(module, active, riders, progresses, results, optimiser, step):
     """Each fork whose schedule parts from its parent's after `step` gets a row of its own: a
     copy of the parent's (weights, buffers, Adam's moments) and of its history."""
-    rows, added = list(range(len(active))), []
-    for row, m in enumerate(active):
-        for j in list(riders[m]):
-            if progresses[m].done(step) or progresses[j].scale(step + 1) != progresses[m].scale(step + 1):
-                riders[m].remove(j)
-                riders[j] = []
-                rows.append(row)
-                added.append(j)
-                results[j].history = copy.deepcopy(results[m].history)
-    if not added:
+    parting = [(row, j) for row, m in enumerate(active) for j in riders[m]
+               if progresses[m].done(step) or progresses[j].scale(step + 1) != progresses[m].scale(step + 1)]
+    if not parting:
         return active, optimiser
-    return active + added, keep_rows(module, rows, optimiser)
+    for row, j in parting:
+        m = active[row]
+        riders[m].remove(j)
+        riders[j] = []
+        results[j].history = copy.deepcopy(results[m].history)
+    rows = list(range(len(active))) + [row for row, _ in parting]
+    return active + [j for _, j in parting], keep_rows(module, rows, optimiser)
 
 
 def _stacked_step(module, optimiser, x, scales) -> torch.Tensor:
