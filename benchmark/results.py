@@ -177,9 +177,19 @@ def read_results(path: Path) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class _Written:
+    """What a ResultsFile last wrote: the file's identity after the write, its text, its hashes."""
+
+    signature: tuple
+    text: str
+    hashes: frozenset
+
+
 class ResultsFile:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._written: _Written | None = None
 
     @contextmanager
     def _locked(self):
@@ -199,19 +209,38 @@ class ResultsFile:
             stale.unlink(missing_ok=True)
 
     def write(self, rows: list[dict]) -> None:
-        """Replace the rows of every config_hash in `rows`, atomically."""
+        """Replace the rows of every config_hash in `rows`, atomically (a whole new file renamed
+        over the old one)."""
         if not rows:
             return
+        replaced = {row["config_hash"] for row in rows}
+        new = pd.DataFrame(rows, columns=COLUMNS)
         with self._locked():
             self._remove_stale_temporaries()
-            frame = read_results(self.path)
-            replaced = {row["config_hash"] for row in rows}
-            frame = frame[~frame["config_hash"].isin(replaced)]
-            new = pd.DataFrame(rows, columns=COLUMNS)
-            frame = new if frame.empty else pd.concat([frame, new], ignore_index=True)
+            known = self._written if self._written and self._written.signature == self._signature() else None
+            if known is not None and not replaced & known.hashes:
+                # New cells only, on the file as this writer left it: its text plus theirs, without
+                # parsing and formatting every earlier row again (that made a run's writes
+                # quadratic in its rows).
+                text, hashes = known.text + new.to_csv(index=False, header=False), known.hashes | replaced
+            else:
+                frame = read_results(self.path)
+                frame = frame[~frame["config_hash"].isin(replaced)]
+                frame = new if frame.empty else pd.concat([frame, new], ignore_index=True)
+                text, hashes = frame.to_csv(index=False), frozenset(frame["config_hash"].astype(str))
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             with open(tmp, "w", newline="") as handle:
-                frame.to_csv(handle, index=False)
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            self._written = _Written(self._signature(), text, frozenset(hashes))
+
+    def _signature(self) -> tuple | None:
+        """The file's identity: every write renames a new file over it (a new inode), so another
+        writer's change shows here."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns

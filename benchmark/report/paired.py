@@ -22,6 +22,7 @@ through their separate means and stds:
   all zero is no difference (p = 1); all the same non-zero margin is a difference on every seed
   (p = 0).
 """
+import functools
 import math
 from dataclasses import dataclass
 
@@ -77,6 +78,18 @@ def untested(seeds, reason: str) -> Difference:
 
 def difference(a: dict, b: dict, higher_is_better: bool) -> Difference:
     """The paired comparison of A's per-seed values against B's ({seed: value} each)."""
+    return _difference(_frozen(a), _frozen(b), higher_is_better)
+
+
+def _frozen(by_seed: dict) -> tuple:
+    return tuple(sorted(by_seed.items(), key=lambda item: _seed_key(item[0])))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _difference(a: tuple, b: tuple, higher_is_better: bool) -> Difference:
+    """`difference` on (seed, value) tuples, remembered: a leaderboard compares the same pairs
+    in its ranks, its summary and its budget check, and scipy's test costs ~1 ms a call."""
+    a, b = dict(a), dict(b)
     if set(a) != set(b):
         return untested(sorted(set(a) & set(b)), f"seeds differ: {_seed_list(a)} against {_seed_list(b)}")
     seeds = sorted(a, key=_seed_key)

@@ -127,3 +127,35 @@ def test_git_commit_is_marked_dirty_by_code_changes_but_not_by_results(tmp_path)
     assert git_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == f"{clean}-dirty"
+
+
+def reference_rows(config_hash, value=1.0):
+    """Rows without an L0 or steps (a reference method's), beside the models' ints and floats."""
+    return make_rows(INFO, task="reconstruction", dataset="digits8", variant="pca-ref", seed=1,
+                     config_hash=config_hash, metrics={"r2": value}, directions={"r2": True}, eval_seed=2)
+
+
+def test_a_writer_adding_new_cells_writes_the_file_a_full_rewrite_would(tmp_path):
+    # New cells are appended to the text this writer last wrote; a replaced cell, or a file some
+    # other writer changed since, is read and rewritten whole. Both must give the same file.
+    batches = [rows("h1", 1.0), reference_rows("r1"), rows("bad", status="error"), rows("h2", 2.5),
+               rows("h1", 3.0), reference_rows("r2", 0.1)]
+    fast, slow = ResultsFile(tmp_path / "fast.csv"), ResultsFile(tmp_path / "slow.csv")
+    for batch in batches:
+        fast.write(batch)
+        slow.write(batch)
+        slow._written = None  # forget: every write parses and formats the whole file
+    assert (tmp_path / "fast.csv").read_text() == (tmp_path / "slow.csv").read_text()
+    frame = read_results(tmp_path / "fast.csv")
+    assert len(frame) == 7 and sorted(frame.loc[frame["config_hash"] == "h1", "value"]) == [3.0, 6.0]
+
+
+def test_a_second_writer_on_the_same_file_loses_no_rows(tmp_path):
+    first, second = ResultsFile(tmp_path / "results.csv"), ResultsFile(tmp_path / "results.csv")
+    first.write(rows("a"))
+    second.write(rows("b"))  # first's memory of the file is stale now
+    first.write(rows("c"))
+    second.write(rows("a", 7.0))
+    frame = read_results(tmp_path / "results.csv")
+    assert sorted(frame["config_hash"]) == ["a", "a", "b", "b", "c", "c"]
+    assert sorted(frame.loc[frame["config_hash"] == "a", "value"]) == [7.0, 14.0]

@@ -1,5 +1,6 @@
 """The leaderboard from a hand-built results table whose right answers are known."""
 import pandas as pd
+import pytest
 
 from benchmark.report.leaderboard import write_leaderboard
 from benchmark.results import ResultsFile, RunInfo, make_rows
@@ -205,3 +206,26 @@ def test_the_summary_names_who_beats_the_twin_and_the_null_and_skips_models_that
     assert null_text(entries, True) == "; beats random-dict: topk; **does not: relu**"
     assert null_text(entries[:2] + entries[-1:], True) == "; every variant beats random-dict"
     assert null_text(entries[:2], True) == ""  # no null control: nothing to say
+
+
+def test_each_table_reads_the_entries_matched_entries_finds_in_the_whole_table(tmp_path):
+    # The board splits its rows by (task, dataset, metric) once; every table must still see what
+    # the whole results table gives for it, and nothing of another task or metric.
+    from benchmark.report.leaderboard import Leaderboard
+    from benchmark.report.matched import matched_entries
+    from benchmark.results import read_results
+
+    path = build(tmp_path)
+    for seed in (0, 1, 2):
+        write(path, "topk", seed, "k=8", 8, {"r2": 0.1 + 0.01 * seed}, task="sparsity")
+        write(path, "topk", seed, "k=32", 32, {"r2": 0.2}, task="sparsity")
+    results = read_results(path)
+    board = Leaderboard(results, "tiny-board", tmp_path / "board.md", tmp_path / "plots")
+    checked = 0
+    for task, metric in [("reconstruction", "r2"), ("reconstruction", "mse"), ("sparsity", "r2")]:
+        for target in (8.0, 16.0, 32.0):
+            assert board.entries(task, "digits8", metric, target) == matched_entries(results, task, "digits8", metric, target)
+            checked += 1
+    sparsity = {e.variant: e for e in board.entries("sparsity", "digits8", "r2", 8.0)}
+    assert set(sparsity) == {"topk"} and sparsity["topk"].mean == pytest.approx(0.11)
+    assert board.entries("sparsity", "digits8", "mse", 8.0) == [] and checked == 9

@@ -116,3 +116,18 @@ def test_headline_settings_pick_the_setting_nearest_the_target_in_log_l0():
     results = frame(rows("topk", 0, [(4, 0.3), (12, 0.6), (40, 0.9)]), rows("topk", 1, [(4, 0.3), (12, 0.6), (40, 0.9)]))
     assert headline_settings(results, "reconstruction", "d", target=16) == {"topk": "s1"}
     assert headline_settings(results, "reconstruction", "d", target=30) == {"topk": "s2"}
+
+
+def test_entries_do_not_depend_on_the_order_of_the_rows():
+    # Seeds and variants interleaved, and one unconverged model (seed 1, L0 64) that brackets
+    # nothing at 16: each seed's bracket and flags must be read from that seed's own rows, so
+    # the entry is converged whatever the order.
+    results = frame(rows("topk", 1, [(64, 0.95)], converged=False), rows("topk", 0, [(8, 0.5), (32, 0.9)]),
+                    rows("pca", 0, [(16, 0.6)]), rows("topk", 1, [(4, 0.3), (16, 0.8)]), rows("pca", 1, [(16, 0.62)]))
+    results["setting"] = [f"s{i}" for i in range(len(results))]  # one model a row
+    orders = [results] + [results.sample(frac=1.0, random_state=state) for state in range(6)]
+    for table in orders:
+        entries = {e.variant: e for e in matched_entries(table, "reconstruction", "d", "r2", 16)}
+        assert entries["topk"].by_seed == pytest.approx({"0": 0.7, "1": 0.8}) and entries["topk"].of_seeds == 2
+        assert entries["topk"].converged
+        assert entries["pca"].by_seed == pytest.approx({"0": 0.6, "1": 0.62}) and entries["pca"].converged

@@ -82,3 +82,14 @@ def test_the_one_seed_rule_borrows_the_reference_spread():
     assert not one_seed_rule(reference, threshold - 1e-4)
     assert one_seed_rule(reference, threshold + 1e-4)
     assert not one_seed_rule([0.01], 10.0)  # one reference seed: no spread, no decision
+
+
+def test_a_comparison_depends_on_the_values_not_on_the_order_or_an_earlier_call():
+    # `difference` remembers its answers (a leaderboard asks for each pair many times): the
+    # memory must be keyed by every seed's value, not by the seeds or the dicts' order.
+    a, b = seeds([0.81, 0.74, 0.79, 0.90]), seeds([0.78, 0.75, 0.70, 0.85])
+    first = difference(a, b, True)
+    assert difference(dict(reversed(list(a.items()))), b, True) == first
+    moved = dict(a, **{"2": 0.60})
+    assert difference(moved, b, True).mean == pytest.approx(first.mean - 0.19 / 4)
+    assert difference(a, b, False).mean == pytest.approx(-first.mean)
