@@ -6,6 +6,12 @@ a (B, ...) batch with its own fused Adam, the stack on (M, B, ...) with one fuse
 stacked parameters. The models of the stack are the variant with its constructor defaults under
 M different initialisation seeds. Each repeat times both sides back to back (best and median of
 the repeats are reported), so machine load affects both alike; the ratio is what to read.
+
+The floor: what a step would cost if it were nothing but its matrix products. A step's FLOPs
+(benchmark/perf/counting.py: products, convolutions and sparse decodes, forward and backward)
+at the speed of the stack's own encoder product, (M, B, d) @ (M, d, K) as one batched product,
+timed in the same repeats. Stacking removes per-step overhead, never products, so single / floor
+bounds what any stacking can gain; stacked / floor is the overhead it leaves.
 """
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from benchmark.perf.counting import count_flops, gflops
 from benchmark.perf.timing import build_variant, device_name, synchronize, timed
 from benchmark.registry import VARIANTS
 from benchmark.training.stacking import is_stackable, stack
@@ -31,6 +38,9 @@ class StackRow:
     stacked_ms_per_model: float  # best stacked step over M
     speedup: float  # single / stacked per model (best)
     speedup_median: float
+    flops_per_model: int  # one step's products (the stack's over M; equal to the single model's)
+    bmm_gflops: float  # the batched encoder product's speed (best)
+    floor_ms_per_model: float  # flops_per_model at that speed
     torch_version: str
 
 
@@ -59,17 +69,27 @@ def measure_stack(name: str, x: torch.Tensor, n_latents: int, count: int, repeat
     xs = x.expand(count, *x.shape).contiguous()
     run_single = lambda: training_step(single, single_opt, x)  # noqa: E731
     run_stack = lambda: training_step(stacked, stacked_opt, xs)  # noqa: E731
-    for _ in range(2):  # warm-up: Adam state, allocator, first-call costs
-        run_single(), run_stack()
+    products = encoder_product(xs, single.n_latents)
+    flops = count_flops(run_stack) // count  # also a warm-up step: Adam state, allocator, first calls
+    run_single(), run_stack(), products()
     synchronize(device)
-    singles, stacks = [], []
+    singles, stacks, product_seconds = [], [], []
     for _ in range(repeats):
         singles.append(timed(run_single, device))
         stacks.append(timed(run_stack, device) / count)
+        product_seconds.append(timed(products, device))
     median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    speed = gflops(2 * xs.numel() * single.n_latents, min(product_seconds))
     return StackRow(name, device_name(device), x.shape[0], single.n_latents, "x".join(map(str, x.shape[1:])), count,
                     min(singles) * 1e3, min(stacks) * 1e3, min(singles) / min(stacks),
-                    median(singles) / median(stacks), torch.__version__)
+                    median(singles) / median(stacks), flops, speed, flops / (speed * 1e9) * 1e3, torch.__version__)
+
+
+def encoder_product(xs: torch.Tensor, n_latents: int):
+    """One (M, B, d) @ (M, d, K) batched product, as a stack's encoder does, to time."""
+    weight = torch.randn(xs.shape[0], xs[0, 0].numel(), n_latents, generator=torch.Generator().manual_seed(1))
+    weight, flat = weight.to(xs.device), xs.flatten(2)
+    return lambda: torch.bmm(flat, weight)
 
 
 def run_stack_comparison(names: list[str], x: torch.Tensor, n_latents: int, count: int, repeats: int,
@@ -91,8 +111,10 @@ def run_stack_comparison(names: list[str], x: torch.Tensor, n_latents: int, coun
 
 
 def format_stack_table(rows: list[StackRow]) -> str:
-    lines = [f"{'variant':12s} {'single ms':>10s} {'stacked ms/model':>17s} {'speedup':>8s} {'(median)':>8s}"]
+    lines = [f"{'variant':12s} {'single ms':>10s} {'stacked ms/model':>17s} {'speedup':>8s} {'(median)':>8s} "
+             f"{'floor ms/model':>15s} {'single/floor':>13s} {'stacked/floor':>14s}"]
     for r in rows:
         lines.append(f"{r.variant:12s} {r.single_ms:10.3f} {r.stacked_ms_per_model:17.3f} {r.speedup:7.2f}x "
-                     f"{r.speedup_median:7.2f}x")
+                     f"{r.speedup_median:7.2f}x {r.floor_ms_per_model:15.3f} {r.single_ms / r.floor_ms_per_model:12.2f}x "
+                     f"{r.stacked_ms_per_model / r.floor_ms_per_model:13.2f}x")
     return "\n".join(lines)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.registry import VARIANTS
+from benchmark.perf.counting import count_flops, gflops
 from benchmark.perf.peers import run_peer_comparison
 from benchmark.perf.stacked import run_stack_comparison, stackable_variants
 from benchmark.perf.timing import build_variant, device_name, synchronize, timed  # noqa: F401 (re-exported)
@@ -33,41 +33,6 @@ from benchmark.training.loop import training_step
 PERF_COLUMNS = ["variant", "device", "batch", "n_latents", "input_shape", "samples_per_s", "gflops",
                 "peak_gflops", "frac_of_peak", "torch_version", "timestamp"]
 IMAGE_CAPABILITIES = {"image"}  # a synthetic image batch has no concept labels
-
-
-# ----- counting -----
-def _embedding_bag_flops(n_index_arg: int, width_arg: int):
-    """FLOP formula for an embedding_bag op: one multiply-add per gathered element."""
-    def formula(*args, out_shape=None, **kwargs):
-        indices, matrix = args[n_index_arg], args[width_arg]
-        return 2 * _numel(indices) * matrix[-1]
-    return formula
-
-
-def _numel(shape) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
-
-
-SPARSE_FLOP_FORMULAS = {
-    torch.ops.aten._embedding_bag: _embedding_bag_flops(1, 0),
-    torch.ops.aten._embedding_bag_backward: _embedding_bag_flops(1, 0),
-    torch.ops.aten._embedding_bag_per_sample_weights_backward: _embedding_bag_flops(2, 0),
-}
-
-
-def count_flops(fn) -> int:
-    """FLOPs (2 per multiply-add) of the matrix products, convolutions and sparse decodes that
-    `fn()` executes, backward passes included."""
-    with FlopCounterMode(display=False, custom_mapping=SPARSE_FLOP_FORMULAS) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def gflops(flops: float, seconds: float) -> float:
-    return flops / seconds / 1e9
 
 
 # ----- timing -----

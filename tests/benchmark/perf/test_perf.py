@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from benchmark.perf import peers
+from benchmark.perf import stacked
 from benchmark.perf import throughput as perf
 from benchmark.cli import main
 from benchmark.registry import VARIANTS
@@ -114,3 +115,39 @@ def test_peers_without_overcomplete_says_so_in_one_line(tmp_path, capsys, monkey
     lines = [l for l in capsys.readouterr().out.splitlines() if "overcomplete" in l]
     assert lines == ["peers: overcomplete is not installed (pip install 'sae-benchmark[peers]'); comparison skipped"]
     assert out.exists() and not (tmp_path / "perf_peers.csv").exists()
+
+
+# ----- perf --stack -----
+STACK_TINY = ["--batch", "16", "--n-latents", "32", "--input-shape", "12", "--steps", "1"]
+
+
+@pytest.mark.parametrize("name", stacked.stackable_variants())
+def test_a_stack_does_each_models_products_once(name):
+    """The floor counts a stacked step's FLOPs over M: the products of one model's own step, no
+    more (a stack that multiplied padding, or every model by every model's weights, would not)."""
+    x = torch.randn(16, 12, generator=torch.Generator().manual_seed(0))
+    row = stacked.measure_stack(name, x, n_latents=32, count=3, repeats=1)
+    torch.manual_seed(0)
+    alone = perf.count_flops(perf.step_runner(perf.build_variant(name, (12,), 32, torch.device("cpu")), x))
+    assert row.flops_per_model == alone > 0
+    assert row.floor_ms_per_model == pytest.approx(row.flops_per_model / (row.bmm_gflops * 1e9) * 1e3)
+
+
+def test_perf_stack_writes_a_row_per_stackable_variant_with_its_floor(tmp_path, capsys):
+    out = tmp_path / "perf.csv"
+    assert main(["perf", "--stack", "3", "--variant", "relu", "supervised", *STACK_TINY, "--out", str(out)]) == 0
+    table = pd.read_csv(tmp_path / "perf_stacked.csv")
+    assert list(table.variant) == ["relu"] and (table.models == 3).all()  # supervised does not stack
+    (relu,) = table.itertuples()
+    batch, d, k = 16, 12, 32
+    assert relu.flops_per_model == 5 * 2 * batch * d * k + 2 * d * k  # as test_flops_of_a_relu_sae_training_step
+    assert relu.speedup == pytest.approx(relu.single_ms / relu.stacked_ms_per_model)
+    printed = capsys.readouterr().out
+    assert "supervised: not stackable" in printed and "stacked/floor" in printed
+
+
+@pytest.mark.parametrize("models", ["1", "-2"])
+def test_perf_stack_refuses_fewer_than_two_models(tmp_path, capsys, models):
+    assert main(["perf", "--stack", models, *STACK_TINY, "--out", str(tmp_path / "perf.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --stack needs at least 2 models, got {models}"
+    assert list(tmp_path.iterdir()) == []
