@@ -191,6 +191,11 @@ class ResultsFile:
         self.path = Path(path)
         self._written: _Written | None = None
 
+    def __getstate__(self):
+        # A copy sent to a child process or a Ray task forgets the text it would carry (megabytes
+        # on a long run, pickled with every job): it is only a cache of the file.
+        return dict(self.__dict__, _written=None)
+
     @contextmanager
     def _locked(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)

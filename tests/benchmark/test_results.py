@@ -159,3 +159,18 @@ def test_a_second_writer_on_the_same_file_loses_no_rows(tmp_path):
     frame = read_results(tmp_path / "results.csv")
     assert sorted(frame["config_hash"]) == ["a", "a", "b", "b", "c", "c"]
     assert sorted(frame.loc[frame["config_hash"] == "a", "value"]) == [7.0, 14.0]
+
+
+def test_a_pickled_writer_travels_without_the_text_it_remembers(tmp_path):
+    # Runners (and their ResultsFile) are pickled with every job sent to a Ray task or a
+    # spawned child: the remembered text must not travel with them.
+    import pickle
+
+    results = ResultsFile(tmp_path / "results.csv")
+    for i in range(50):
+        results.write(rows(f"h{i}", float(i)))
+    copy = pickle.loads(pickle.dumps(results))
+    assert len(pickle.dumps(results)) < 1000 < (tmp_path / "results.csv").stat().st_size
+    copy.write(rows("h50", 50.0))  # the copy still writes correctly, from the file
+    results.write(rows("h51", 51.0))  # and the original sees the copy's write
+    assert len(read_results(tmp_path / "results.csv")) == 2 * 52
