@@ -239,7 +239,7 @@ class ResultsFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
-            self._written = _Written(self._signature(), text, frozenset(hashes))
+            self._written = _Written(self._signature(), text, hashes)
 
     def _signature(self) -> tuple | None:
         """The file's identity: every write renames a new file over it (a new inode), so another

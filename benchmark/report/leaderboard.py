@@ -359,8 +359,7 @@ class Leaderboard:
         return rows["status"].iloc[0] if not rows.empty else ""
 
     def target_table(self, task, dataset: str, target: float) -> str:
-        metrics = [m for m in task.metrics if m in set(self.results.loc[(self.results["task"] == task.name)
-                                                                        & (self.results["dataset"] == dataset), "metric"])]
+        metrics = [m for m in task.metrics if (task.name, dataset, m) in self._metric_rows]
         per_metric = {m: self.entries(task.name, dataset, m, target) for m in metrics}
         names = []
         for entries in per_metric.values():
