@@ -84,6 +84,7 @@ class Planner:
         self.length = length  # training-length multiplier (the budget check trains at 2)
         self.specs = specs  # results name -> spec (registered name, control, or external spec)
         self.sources = sources  # results name -> hash of an external variant's file
+        self._widths = {}  # matched widths, found once: every task and cell asks again
 
     def model_class(self, name: str) -> type:
         """The class of a variant, control or twin (a twin is its variant's class)."""
@@ -129,6 +130,13 @@ class Planner:
     def _matched_n_latents(self, cls, reference: str, dataset, n_latents: int, hparams: dict) -> int:
         """Width giving `cls` the parameter count of `reference` at n_latents. Where the
         reference cannot run on this data (e.g. an image-only variant on vectors), no matching."""
+        key = (f"{cls.__module__}.{cls.__qualname__}", reference, dataset.name, tuple(dataset.input_shape),
+               n_latents, content_hash(hparams))  # strings: a Runner (and its planner) travels pickled
+        if key not in self._widths:
+            self._widths[key] = self._match_width(cls, reference, dataset, n_latents, hparams)
+        return self._widths[key]
+
+    def _match_width(self, cls, reference: str, dataset, n_latents: int, hparams: dict) -> int:
         ref_cls = self.model_class(reference)
         if set(ref_cls.requires) - dataset.capabilities():
             return n_latents

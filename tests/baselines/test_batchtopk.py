@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from baselines.batchtopk import BatchTopKSAE, keep_batch_topk
+from baselines.batchtopk import BatchTopKSAE, keep_batch_topk, ranked_values, topk_selection
 
 
 def test_keeps_exactly_k_times_batch_codes_in_training():
@@ -26,13 +26,50 @@ def test_a_larger_ranking_reused_selects_the_same_codes_and_gradients():
     pre = torch.randn(6, 20)
     alone, shared = pre.clone().requires_grad_(), pre.clone().requires_grad_()
     codes = keep_batch_topk(alone.relu(), 3)
-    reused = keep_batch_topk(shared.relu(), 3, shared.relu().flatten().topk(6 * 12))
+    reused = keep_batch_topk(shared.relu(), 3, ranked_values(shared.relu().flatten(), 6 * 12))
     assert torch.equal(codes, reused)
     (codes * torch.arange(120.0).view(6, 20)).sum().backward()
     (reused * torch.arange(120.0).view(6, 20)).sum().backward()
     assert torch.equal(alone.grad, shared.grad)
-    other = keep_batch_topk(pre.relu(), 3, (-pre).relu().flatten().topk(6 * 12))
+    other = keep_batch_topk(pre.relu(), 3, ranked_values((-pre).relu().flatten(), 6 * 12))
     assert not torch.equal(codes, other)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 11), (2, 4, 50)])
+def test_ranked_values_are_topk_values(shape):
+    """numpy's sort on the CPU gives torch.topk's values, in its order, for every row."""
+    flat = torch.randn(*shape)
+    count = shape[-1] // 2 + 1
+    assert torch.equal(ranked_values(flat, count), flat.topk(count, dim=-1).values)
+    assert torch.equal(ranked_values(flat, shape[-1]), flat.sort(dim=-1, descending=True).values)
+    assert not torch.equal(ranked_values(flat, count), (-flat).topk(count, dim=-1).values)
+
+
+def test_a_stack_keeps_each_models_own_k_times_batch():
+    """Per-model k on (M, B, n): model m keeps its own k_m·B largest, as it would alone."""
+    pre = torch.rand(3, 5, 9) + 0.1
+    k = torch.tensor([1, 2, 4])
+    codes = keep_batch_topk(pre, k)
+    for m in range(3):
+        assert torch.equal(codes[m], keep_batch_topk(pre[m], int(k[m])))
+        assert int((codes[m] != 0).sum()) == int(k[m]) * 5
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_codes_are_torch_topks_bit_for_bit_ties_included(tie):
+    """The threshold path gives torch.topk's selection exactly; a positive tie at the k·B-th
+    value (which topk breaks its own way) takes topk's path, so the codes still match."""
+    torch.manual_seed(0)
+    pre = torch.randn(4, 8, 30).relu()
+    k = torch.tensor([1, 3, 5, 2])
+    if tie:  # model 1's k·B-th largest value, written into a second entry
+        ranked = pre[1].flatten().sort(descending=True).values
+        pre[1].view(-1)[(pre[1].flatten() == ranked[3 * 8]).nonzero()[0]] = ranked[3 * 8 - 1]
+        assert int((pre[1] == ranked[3 * 8 - 1]).sum()) == 2 and ranked[3 * 8 - 1] > 0
+    expected = topk_selection(pre.flatten(-2), k, 8, 5 * 8).view_as(pre)
+    assert torch.equal(keep_batch_topk(pre, k), expected)
+    assert torch.equal(keep_batch_topk(pre, k, ranked_values(pre.flatten(-2), 5 * 8)), expected)
+    assert not torch.equal(keep_batch_topk(pre, k + 1), expected)
 
 
 def model_with(k=2, n_latents=8, decay=0.5):

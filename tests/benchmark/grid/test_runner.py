@@ -31,19 +31,27 @@ def test_the_training_code_digest_covers_the_variant_files():
     assert len(plan.training_code_digest()) == 16
 
 
-def test_each_seed_builds_its_own_data_and_the_spec_sees_it(tmp_path):
-    """Datasets are rebuilt from the cell's seed: different crops, a different model identity."""
+def patches_runner(tmp_path, variant: str, entry: str):
+    """A runner of one variant (its preset entry `entry`) on 8x8 patches, seeds 0 and 1, K 32,
+    its datasets loaded."""
     from benchmark.config import parse_preset
-    from benchmark.grid.runner import Cell, RunOptions, Runner
+    from benchmark.grid.runner import RunOptions, Runner
 
     preset = parse_preset(
         "seeds: [0, 1]\nn_latents: 32\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\n"
         "datasets: {p: {kind: patches32, size: 8, n_train: 64, n_test: 16}}\n"
-        "tasks: {reconstruction: {datasets: [p]}}\n"
-        "variants: {topk: {aux_k: 8, sweep: [{k: 2}, {k: 4}]}}\n", "t", "t")
-    runner = Runner(RunOptions(preset=preset, variants=["topk"], controls=False, out_dir=tmp_path, progress=False,
+        f"tasks: {{reconstruction: {{datasets: [p]}}}}\nvariants: {{{variant}: {entry}}}\n", "t", "t")
+    runner = Runner(RunOptions(preset=preset, variants=[variant], controls=False, out_dir=tmp_path, progress=False,
                                twins=False))
     runner.load_datasets()
+    return runner
+
+
+def test_each_seed_builds_its_own_data_and_the_spec_sees_it(tmp_path):
+    """Datasets are rebuilt from the cell's seed: different crops, a different model identity."""
+    from benchmark.grid.runner import Cell
+
+    runner = patches_runner(tmp_path, "topk", "{aux_k: 8, sweep: [{k: 2}, {k: 4}]}")
     a, b = runner.datasets["p", 0], runner.datasets["p", 1]
     assert not torch.equal(a.train, b.train) and a.config != b.config
     cells = runner.cells()
@@ -96,3 +104,22 @@ def test_a_model_whose_latents_are_all_dead_is_skipped_by_the_atom_tasks_not_an_
 
     rows = pd.read_csv(out / "results.csv", keep_default_na=False)
     assert set(rows["status"]) == {"skipped"} and all("no alive atoms" in m for m in rows["message"])
+
+
+def test_a_matched_width_is_searched_once_per_dataset_and_equals_the_search(tmp_path, monkeypatch):
+    """dense matched to tensor's parameters: every cell and task asks for the width; the planner
+    bisects once (the same width as the search itself), and still pickles (Ray ships runners)."""
+    import pickle
+
+    from benchmark.flops import match_n_latents, params_of
+    from benchmark.registry import VARIANTS
+
+    runner = patches_runner(tmp_path, "dense", "{match_params_of: tensor, sweep: [{l1_coeff: 0.1}, {l1_coeff: 0.2}]}")
+    searches = []
+    monkeypatch.setattr(plan, "match_n_latents", lambda *a, **k: searches.append(a) or match_n_latents(*a, **k))
+    widths = {runner.model_spec(cell).n_latents for cell in runner.cells() for _ in range(3)}
+    shape = runner.datasets["p", 0].input_shape
+    target = params_of(VARIANTS.get("tensor"), shape, 32, {})
+    assert widths == {match_n_latents(VARIANTS.get("dense"), shape, {"l1_coeff": 0.1}, target)} and widths != {32}
+    assert len(searches) == 2  # one per setting (their hyperparameters differ), not per cell or call
+    assert pickle.loads(pickle.dumps(runner.planner))._widths == runner.planner._widths
