@@ -45,6 +45,13 @@ def test_ranked_values_are_topk_values(shape):
     assert not torch.equal(ranked_values(flat, count), (-flat).topk(count, dim=-1).values)
 
 
+def test_a_dtype_numpy_cannot_sort_ranks_with_torch_to_the_same_codes():
+    """bfloat16 (and any device but the CPU) takes torch.topk's values: the same selection."""
+    pre = (torch.rand(6, 20) + 0.1).bfloat16()
+    assert torch.equal(ranked_values(pre.flatten(), 18), pre.flatten().topk(18).values)
+    assert torch.equal(keep_batch_topk(pre, 3), topk_selection(pre.flatten(-2), 3, 6, 18).view_as(pre))
+
+
 def test_a_stack_keeps_each_models_own_k_times_batch():
     """Per-model k on (M, B, n): model m keeps its own k_m·B largest, as it would alone."""
     pre = torch.rand(3, 5, 9) + 0.1
