@@ -4,8 +4,10 @@
 # at the headline L0 against the controls. The stackable variants (relu, topk, batchtopk,
 # jumprelu, matryoshka, mp) on the preset's five seeds, reconstruction only, with the controls;
 # then the stacked-training perf at the default's sizes (with each variant's floor). Outputs
-# under $OUT (or /tmp). Pure-Python packages the device image lacks travel in .gpu_site (dill,
-# fvcore, iopath, termcolor, yacs, mlxtend copied from a CPU install).
+# under $OUT (or /tmp). Pure-Python packages the device image lacks travel in .gpu_site, made
+# from a CPU install and named in the device call's carry:
+#   mkdir .gpu_site && for p in dill fvcore iopath termcolor yacs mlxtend; do
+#     cp -r .venv/lib/python3.*/site-packages/$p .gpu_site/; done; echo /.gpu_site/ >> .git/info/exclude
 set -uo pipefail
 out="${OUT:-/tmp/gpu_full_whitened8}"; mkdir -p "$out"
 export PYTHONPATH="$PWD/.gpu_site:$PWD" PYTHONUNBUFFERED=1
