@@ -66,7 +66,8 @@ def topk_selection(flat: torch.Tensor, k, batch: int, count: int) -> torch.Tenso
     """The k·B largest of each row by torch.topk of `count` (>= k·B) entries: its first k·B
     (per model on a stack, those past a model's own k·B zeroed), scattered back."""
     values, indices = flat.topk(count, dim=-1)
-    values, indices = values[..., : largest(k) * batch].relu(), indices[..., : largest(k) * batch]
+    kept = largest(k) * batch
+    values, indices = values[..., :kept].relu(), indices[..., :kept]
     own = below(k * batch, values)
     if own is not None:
         values = values * own

@@ -1,6 +1,8 @@
 """FLOPs of what a function executes, counted by `torch.utils.flop_counter` (forward and backward
 as executed, 2 per multiply-add; matrix products, convolutions and our sparse decode,
 `embedding_bag`; no element-wise work): shared by `perf` and its stacked comparison."""
+import math
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -9,15 +11,8 @@ def _embedding_bag_flops(n_index_arg: int, width_arg: int):
     """FLOP formula for an embedding_bag op: one multiply-add per gathered element."""
     def formula(*args, out_shape=None, **kwargs):
         indices, matrix = args[n_index_arg], args[width_arg]
-        return 2 * _numel(indices) * matrix[-1]
+        return 2 * math.prod(indices) * matrix[-1]
     return formula
-
-
-def _numel(shape) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 SPARSE_FLOP_FORMULAS = {
