@@ -16,6 +16,7 @@ import torch
 
 from benchmark.registry import VARIANTS
 
+from baselines._masks import float_mask
 from baselines._stacked import below, largest, per_model
 from baselines.topk import TopKSAE, keep_topk
 
@@ -38,20 +39,21 @@ def keep_batch_topk(pre: torch.Tensor, k, ranked: torch.Tensor | None = None) ->
     `ranked_values` of the flattened batch (at least k·B entries), reused instead of ranking again
     (training ranks max_k·B entries for the thresholds anyway).
 
-    The k·B-th largest value is the threshold: every entry at or above it is kept. Where two
-    positive entries tie at it, which of them is kept is torch.topk's choice, so that case takes
-    torch.topk over as many entries as `ranked` holds, as this function always did: the codes
-    are the same as ranking with torch.topk, bit for bit."""
+    The k·B-th largest value is the threshold: every entry at or above it is kept. More than k·B
+    such entries means positive entries tie at it across the cut, and which of them is kept is
+    torch.topk's choice, so that case takes torch.topk over as many entries as `ranked` holds, as
+    this function always did: the codes are the same as ranking with torch.topk, bit for bit."""
     flat = pre.flatten(-2)
     batch = pre.shape[-2]
     if ranked is None:
         ranked = ranked_values(flat, largest(k) * batch)
     threshold = kth_largest(ranked, k, batch)
-    tied = (flat == threshold) & (threshold > 0)
-    if bool((tied.sum(-1) > 1).any()):
+    kept = float_mask(flat >= threshold, flat)
+    # A count of 0/1 values, exact in floating point for rows under 2^24 entries.
+    straddled = (kept.sum(-1, keepdim=True) > per_model(k, threshold) * batch) & (threshold > 0)
+    if bool(straddled.any()):
         return topk_selection(flat, k, batch, ranked.shape[-1]).view_as(pre)
-    zero = torch.zeros((), dtype=flat.dtype, device=flat.device)
-    return torch.where(flat >= threshold, flat.relu(), zero).view_as(pre)
+    return (flat.relu() * kept).view_as(pre)
 
 
 def kth_largest(ranked: torch.Tensor, k, batch: int) -> torch.Tensor:
@@ -119,4 +121,4 @@ class BatchTopKSAE(TopKSAE):
         if not bool(self.calibrated):  # never trained: a batch of one, i.e. per-sample TopK
             return keep_topk(pre, self.k)
         threshold = self.thresholds[self.k - 1]
-        return torch.where(activations > threshold, activations, torch.zeros_like(activations))
+        return activations * float_mask(activations > threshold, activations)

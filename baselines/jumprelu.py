@@ -15,10 +15,17 @@ from torch import nn
 from benchmark.registry import VARIANTS
 
 from baselines._linear import LinearSAE, over_batch
+from baselines._masks import float_mask
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
-    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+    """K(u) = 1[|u| < 1/2] as 0/1 values; overwrites u (a temporary of the caller's)."""
+    return float_mask(u.abs_() < 0.5, u)
+
+
+def window(pre, threshold, bandwidth) -> torch.Tensor:
+    """K((pre - θ)/ε), the straight-through window."""
+    return rectangle((pre - threshold).div_(bandwidth))
 
 
 class JumpReLU(torch.autograd.Function):
@@ -28,16 +35,16 @@ class JumpReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre, threshold, bandwidth):
         threshold = over_batch(threshold)
-        ctx.save_for_backward(pre, threshold)
+        above = float_mask(pre > threshold, pre)  # H(pre - θ), kept for the backward pass
+        ctx.save_for_backward(pre, threshold, above)
         ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
+        return pre * above
 
     @staticmethod
     def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        window = rectangle((pre - threshold) / ctx.bandwidth)
-        grad_threshold = (-(threshold / ctx.bandwidth) * window * grad).sum(-2)  # over the batch
-        return grad * (pre > threshold), grad_threshold, None
+        pre, threshold, above = ctx.saved_tensors
+        slope = -(threshold / ctx.bandwidth) * window(pre, threshold, ctx.bandwidth)
+        return grad * above, (slope * grad).sum(-2), None  # θ's: over the batch
 
 
 class Step(torch.autograd.Function):
@@ -48,13 +55,13 @@ class Step(torch.autograd.Function):
         threshold = over_batch(threshold)
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
+        return float_mask(pre > threshold, pre)
 
     @staticmethod
     def backward(ctx, grad):
         pre, threshold = ctx.saved_tensors
-        window = rectangle((pre - threshold) / ctx.bandwidth)
-        return torch.zeros_like(pre), (-(1 / ctx.bandwidth) * window * grad).sum(-2), None
+        slope = -(1 / ctx.bandwidth) * window(pre, threshold, ctx.bandwidth)
+        return None, (slope * grad).sum(-2), None
 
 
 @VARIANTS.register("jumprelu")

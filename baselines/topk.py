@@ -4,7 +4,7 @@ import torch
 
 from benchmark.registry import VARIANTS
 
-from baselines._linear import LinearSAE
+from baselines._linear import LinearSAE, over_batch
 from baselines._sparse import decode_rows, row_sparse_codes
 from baselines._stacked import below, largest
 
@@ -61,7 +61,9 @@ class TopKSAE(LinearSAE):
             return x_hat.new_zeros(n_dead.shape)
         residual = self.features(x - x_hat).detach()
         k = n_dead.clamp_max(self.aux_k)  # each model's own: 0 for a model of a stack with none
-        dead_pre = pre.masked_fill(~dead.unsqueeze(-2), float("-inf"))
+        # -inf on the live latents, added rather than filled in (masked_fill is slow on a CPU)
+        live = torch.zeros(dead.shape, dtype=pre.dtype, device=pre.device).masked_fill_(~dead, float("-inf"))
+        dead_pre = pre + over_batch(live)
         residual_hat = decode_rows(keep_topk(dead_pre, k), self.W_dec)
         error = (residual - residual_hat).pow(2).sum(-1).mean(-1)
         return error * (n_dead > 0)  # no AuxK loss for a model with no dead latent

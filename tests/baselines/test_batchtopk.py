@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from baselines import batchtopk
 from baselines.batchtopk import BatchTopKSAE, keep_batch_topk, ranked_values, topk_selection
 
 
@@ -31,7 +32,8 @@ def test_a_larger_ranking_reused_selects_the_same_codes_and_gradients():
     (codes * torch.arange(120.0).view(6, 20)).sum().backward()
     (reused * torch.arange(120.0).view(6, 20)).sum().backward()
     assert torch.equal(alone.grad, shared.grad)
-    other = keep_batch_topk(pre.relu(), 3, ranked_values((-pre).relu().flatten(), 6 * 12))
+    # A ranking of other values (larger ones: a higher threshold) selects other codes.
+    other = keep_batch_topk(pre.relu(), 3, ranked_values(2 * pre.relu().flatten(), 6 * 12))
     assert not torch.equal(codes, other)
 
 
@@ -62,18 +64,23 @@ def test_a_stack_keeps_each_models_own_k_times_batch():
         assert int((codes[m] != 0).sum()) == int(k[m]) * 5
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_codes_are_torch_topks_bit_for_bit_ties_included(tie):
-    """The threshold path gives torch.topk's selection exactly; a positive tie at the k·B-th
-    value (which topk breaks its own way) takes topk's path, so the codes still match."""
+@pytest.mark.parametrize("tie", ["none", "across the cut", "inside the kept set"])
+def test_codes_are_torch_topks_bit_for_bit_ties_included(tie, monkeypatch):
+    """The threshold path gives torch.topk's selection exactly. A positive tie across the cut at
+    the k·B-th value (which topk breaks its own way) takes topk's path, so the codes still
+    match; a tie among kept entries keeps them all either way and stays on the threshold path."""
     torch.manual_seed(0)
     pre = torch.randn(4, 8, 30).relu()
     k = torch.tensor([1, 3, 5, 2])
-    if tie:  # model 1's k·B-th largest value, written into a second entry
-        ranked = pre[1].flatten().sort(descending=True).values
-        pre[1].view(-1)[(pre[1].flatten() == ranked[3 * 8]).nonzero()[0]] = ranked[3 * 8 - 1]
-        assert int((pre[1] == ranked[3 * 8 - 1]).sum()) == 2 and ranked[3 * 8 - 1] > 0
+    ranked = pre[1].flatten().sort(descending=True).values
+    if tie != "none":  # model 1's k·B-th largest value written into its neighbour across the cut,
+        # or its (k·B - 1)-th into the k·B-th
+        source, target = (3 * 8 - 1, 3 * 8) if tie == "across the cut" else (3 * 8 - 2, 3 * 8 - 1)
+        pre[1].view(-1)[(pre[1].flatten() == ranked[target]).nonzero()[0]] = ranked[source]
+        assert int((pre[1] == ranked[source]).sum()) == 2 and ranked[source] > 0
     expected = topk_selection(pre.flatten(-2), k, 8, 5 * 8).view_as(pre)
+    if tie != "across the cut":
+        monkeypatch.setattr(batchtopk, "topk_selection", None)  # the threshold path alone
     assert torch.equal(keep_batch_topk(pre, k), expected)
     assert torch.equal(keep_batch_topk(pre, k, ranked_values(pre.flatten(-2), 5 * 8)), expected)
     assert not torch.equal(keep_batch_topk(pre, k + 1), expected)

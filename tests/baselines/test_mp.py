@@ -101,3 +101,17 @@ def test_set_inference_k_rejects_zero_steps():
     model = MatchingPursuitSAE((4,), 6, k=3)
     with pytest.raises(ValueError):
         model.set_inference_k(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_first_argmax_is_torch_argmax_ties_included(dtype):
+    """numpy's argmax on the CPU (torch's for bfloat16): the same index, the first of a tie."""
+    from baselines._pursuit import first_argmax
+
+    torch.manual_seed(0)
+    c = torch.randn(3, 5, 40).to(dtype)
+    c[1, 2, 7] = c[1, 2, 30] = c[1, 2].max() + 1  # a tie for the maximum: index 7 is first
+    chosen = first_argmax(c)
+    assert chosen.dtype == torch.long and chosen.shape == (3, 5, 1)
+    assert torch.equal(chosen, c.argmax(-1, keepdim=True)) and int(chosen[1, 2, 0]) == 7
+    assert not torch.equal(first_argmax(-c), chosen)
