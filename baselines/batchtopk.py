@@ -49,8 +49,10 @@ def keep_batch_topk(pre: torch.Tensor, k, ranked: torch.Tensor | None = None) ->
         ranked = ranked_values(flat, largest(k) * batch)
     threshold = kth_largest(ranked, k, batch)
     kept = float_mask(flat >= threshold, flat)
-    # A count of 0/1 values, exact in floating point for rows under 2^24 entries.
-    straddled = (kept.sum(-1, keepdim=True) > per_model(k, threshold) * batch) & (threshold > 0)
+    # A count of 0/1 values summed in float32: exact for rows under 2^24 entries (in bfloat16 it
+    # would not be past 256).
+    count = kept.sum(-1, keepdim=True, dtype=torch.float32)
+    straddled = (count > per_model(k, threshold) * batch) & (threshold > 0)
     if bool(straddled.any()):
         return topk_selection(flat, k, batch, ranked.shape[-1]).view_as(pre)
     return (flat.relu() * kept).view_as(pre)

@@ -54,6 +54,15 @@ def test_a_dtype_numpy_cannot_sort_ranks_with_torch_to_the_same_codes():
     assert torch.equal(keep_batch_topk(pre, 3), topk_selection(pre.flatten(-2), 3, 6, 18).view_as(pre))
 
 
+def test_bfloat16_ties_across_the_cut_are_counted_exactly():
+    """bfloat16's 8-bit mantissa makes ties common, and its sums are not exact past 256: the
+    count of entries at or above the threshold must still see one entry too many."""
+    for seed in range(20):
+        torch.manual_seed(seed)
+        pre = (torch.rand(4, 250) + 0.1).bfloat16()  # 300 of 1,000 entries kept
+        assert torch.equal(keep_batch_topk(pre, 75), topk_selection(pre.flatten(-2), 75, 4, 300).view_as(pre))
+
+
 def test_a_stack_keeps_each_models_own_k_times_batch():
     """Per-model k on (M, B, n): model m keeps its own k_m·B largest, as it would alone."""
     pre = torch.rand(3, 5, 9) + 0.1
