@@ -16,7 +16,7 @@ import torch
 
 from benchmark.registry import VARIANTS
 
-from baselines._masks import float_mask
+from baselines._cpu import float_mask, numpy_array
 from baselines._stacked import below, largest, per_model
 from baselines.topk import TopKSAE, keep_topk
 
@@ -26,10 +26,10 @@ def ranked_values(flat: torch.Tensor, count: int) -> torch.Tensor:
     values without gradient. On the CPU numpy sorts the whole row with its vectorised sort, 4-5x
     faster than torch.topk(count) at training sizes (a stack of 20 models of batch 256 and 256
     latents, count 48·256: 9 against 41 ms on one core); elsewhere torch.topk."""
-    flat = flat.detach()
-    if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64):
-        return flat.topk(count, dim=-1).values
-    ascending = np.sort(flat.numpy(), axis=-1)
+    array = numpy_array(flat)
+    if array is None:
+        return flat.detach().topk(count, dim=-1).values
+    ascending = np.sort(array, axis=-1)
     return torch.from_numpy(np.ascontiguousarray(ascending[..., : -count - 1 : -1]))
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from benchmark.registry import VARIANTS
 
 from baselines._linear import LinearSAE, over_batch
-from baselines._masks import float_mask
+from baselines._cpu import float_mask
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:

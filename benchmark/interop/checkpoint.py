@@ -27,6 +27,7 @@ from torch import nn
 from benchmark.errors import UserError
 from benchmark.variant import SAE
 
+from baselines._cpu import float_mask
 from baselines._sparse import decode_rows, row_sparse_codes
 from baselines.topk import keep_topk
 
@@ -137,7 +138,7 @@ class CheckpointSAE(SAE):
         if self.activation == "topk":
             return keep_topk(pre, min(self.k, self.n_latents))
         if self.activation == "jumprelu":
-            return pre.relu() * (pre > self.threshold)
+            return pre.relu() * float_mask(pre > self.threshold, pre)
         if self.activation == "abstopk":  # the k largest |pre|, signed, no ReLU (SAELens' AbsTopK)
             index = pre.abs().topk(min(self.k, self.n_latents), dim=-1).indices
             return row_sparse_codes(index, pre.gather(-1, index), self.n_latents)

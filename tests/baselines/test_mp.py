@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from baselines._pursuit import first_argmax
 from baselines.mp import MatchingPursuitSAE
 
 
@@ -106,8 +107,6 @@ def test_set_inference_k_rejects_zero_steps():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_first_argmax_is_torch_argmax_ties_included(dtype):
     """numpy's argmax on the CPU (torch's for bfloat16): the same index, the first of a tie."""
-    from baselines._pursuit import first_argmax
-
     torch.manual_seed(0)
     c = torch.randn(3, 5, 40).to(dtype)
     c[1, 2, 7] = c[1, 2, 30] = c[1, 2].max() + 1  # a tie for the maximum: index 7 is first

@@ -1,8 +1,9 @@
-"""float_mask: a bool mask as the 0/1 factor that torch.where and masked_fill stand for."""
+"""The CPU's fast paths: a bool mask as the 0/1 factor that torch.where and masked_fill stand
+for, and when a tensor can go to numpy."""
 import pytest
 import torch
 
-from baselines._masks import float_mask
+from baselines._cpu import float_mask, numpy_array
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -29,3 +30,14 @@ def test_it_can_be_traced_as_fvcore_traces_a_model():
     x = torch.randn(5, 7)
     traced = torch.jit.trace(lambda v: v * float_mask(v > 0, v), (x,))
     assert torch.equal(traced(x), x.relu())
+
+
+def test_numpy_takes_float32_and_float64_on_the_cpu_sharing_memory():
+    values = torch.randn(3, 4, requires_grad=True)
+    array = numpy_array(values)
+    assert array is not None and array.dtype == "float32"
+    with torch.no_grad():
+        values[0, 0] = 7.0
+    assert array[0, 0] == 7.0  # a view, not a copy
+    assert numpy_array(values.double()) is not None
+    assert numpy_array(values.bfloat16()) is None and numpy_array(values.half()) is None
