@@ -20,7 +20,7 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -80,6 +80,8 @@ class MiniLM:
     tokenizer: object
     model: torch.nn.Module
     weights_sha256: str
+    # The residual stream at a layer of fixed sentences (`_prefix`), by (sentences, layer, device).
+    prefixes: dict = field(default_factory=dict, repr=False)
 
     def tokenize(self, sentences: list[str]) -> dict:
         return self.tokenizer(sentences, padding=True, truncation=True, max_length=MAX_LENGTH,
@@ -176,34 +178,85 @@ def _pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
     return F.normalize((last_hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
 
 
-def _splice_hook(replace, mask: torch.Tensor):
-    """A forward hook that puts replace(acts) in place of the content tokens' activations."""
-    def hook(module, inputs, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        hidden = hidden.clone()
-        hidden[mask] = replace(hidden[mask]).to(hidden.dtype)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-    return hook
+@dataclass
+class _Prefix:
+    """One batch of sentences run up to `layer`, kept so that every splice into it runs only
+    the blocks after the layer: the residual stream there (`hidden`), the content tokens, and
+    the other arguments the encoder passes to the next block (its attention mask, ...)."""
+
+    indices: list[int]
+    attention_mask: torch.Tensor
+    content: torch.Tensor
+    hidden: torch.Tensor
+    block_args: tuple = ()
+    block_kwargs: dict = field(default_factory=dict)
+
+
+def _stream_at(minilm: MiniLM, encoded: dict, layer: int, device) -> tuple[torch.Tensor, tuple, dict]:
+    """The residual stream at `layer` (`hidden_states[layer]`), and the other arguments the
+    encoder passes with it to the block after the layer (seen by a hook on that call)."""
+    inputs = _model_inputs(encoded, device)
+    if layer == N_LAYERS:
+        return minilm.model(**inputs).last_hidden_state, (), {}
+    seen = {}
+    block = minilm.model.encoder.layer[layer]
+    handle = block.register_forward_pre_hook(lambda _, args, kwargs: seen.update(args=args, kwargs=dict(kwargs)),
+                                             with_kwargs=True)
+    try:
+        minilm.model(**inputs)
+    finally:
+        handle.remove()
+    args, kwargs = seen["args"], seen["kwargs"]
+    if not args:
+        args = (kwargs.pop("hidden_states"),)
+    return args[0], args[1:], kwargs
+
+
+@torch.no_grad()
+def _prefix(minilm: MiniLM, sentences: list[str], layer: int, device, batch_size: int) -> list[_Prefix]:
+    """The sentences' batches run up to `layer`, once per (sentences, layer, device) and process:
+    the blocks before it are the same for every reconstruction spliced in."""
+    key = (text_sha256(sentences), layer, str(device), batch_size)
+    if key not in minilm.prefixes:
+        check_layer(layer)
+        minilm.model.to(device)
+        batches = []
+        for indices, batch in _batches(sentences, batch_size, None):
+            encoded = minilm.tokenize(batch)
+            hidden, args, kwargs = _stream_at(minilm, encoded, layer, device)
+            batches.append(_Prefix(indices, encoded["attention_mask"].to(device), content_mask(encoded).to(device),
+                                   hidden, args, kwargs))
+        minilm.prefixes[key] = batches
+    return minilm.prefixes[key]
+
+
+def _spliced_last_hidden(minilm: MiniLM, prefix: _Prefix, layer: int, replace) -> torch.Tensor:
+    """The last layer's output with the content tokens' stream at `layer` replaced by
+    replace(acts (n, 384)): the blocks after the layer, called as the encoder calls them."""
+    hidden = prefix.hidden.clone()
+    hidden[prefix.content] = replace(hidden[prefix.content]).to(hidden.dtype)
+    for block in minilm.model.encoder.layer[layer:]:
+        out = block(hidden, *prefix.block_args, **prefix.block_kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
 
 
 @torch.no_grad()
 def sentence_embeddings(minilm: MiniLM, sentences: list[str], layer: int | None = None, replace=None,
                         device="cpu", batch_size: int = BATCH_SIZE, desc: str | None = None) -> torch.Tensor:
     """(S, 384) normalised sentence embeddings. With `replace`, the content tokens' activations at
-    `layer` are replaced by replace(acts (n, 384)) -> (n, 384) on the way through."""
+    `layer` are replaced by replace(acts (n, 384)) -> (n, 384) on the way through (the layers
+    before it run once per sentence list and process, `_prefix`)."""
     minilm.model.to(device)
     embeddings = torch.zeros(len(sentences), WIDTH)
+    if replace is not None:
+        for prefix in _prefix(minilm, sentences, layer, device, batch_size):
+            last = _spliced_last_hidden(minilm, prefix, layer, replace)
+            embeddings[prefix.indices] = _pool(last, prefix.attention_mask).float().cpu()
+        return embeddings
     for indices, batch in _batches(sentences, batch_size, desc):
         encoded = minilm.tokenize(batch)
-        handle = None
-        if replace is not None:
-            mask = content_mask(encoded).to(device)
-            handle = minilm.layer_module(layer).register_forward_hook(_splice_hook(replace, mask))
-        try:
-            out = minilm.model(**_model_inputs(encoded, device))
-        finally:
-            if handle is not None:
-                handle.remove()
+        out = minilm.model(**_model_inputs(encoded, device))
         embeddings[indices] = _pool(out.last_hidden_state, encoded["attention_mask"].to(device)).float().cpu()
     return embeddings
 

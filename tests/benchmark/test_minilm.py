@@ -146,6 +146,49 @@ def test_sentence_embeddings_are_the_models_own(minilm):
     assert not torch.allclose(M.sentence_embeddings(minilm, SENTENCES, 3, torch.zeros_like), ours, atol=1e-2)
 
 
+def _spliced_through_the_whole_model(minilm, sentences, layer, replace):
+    """The splice as a hook on the layer's module during a full forward pass (the reference)."""
+    def hook(module, inputs, output):
+        hidden = (output[0] if isinstance(output, tuple) else output).clone()
+        hidden[mask] = replace(hidden[mask])
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+    out = torch.zeros(len(sentences), M.WIDTH)
+    for indices, batch in M._batches(sentences, 2, None):
+        encoded = minilm.tokenize(batch)
+        mask = M.content_mask(encoded)
+        handle = minilm.layer_module(layer).register_forward_hook(hook)
+        try:
+            last = minilm.model(**M._model_inputs(encoded, "cpu")).last_hidden_state
+        finally:
+            handle.remove()
+        out[indices] = M._pool(last, encoded["attention_mask"])
+    return out
+
+
+@pytest.mark.parametrize("layer", [0, 3, M.N_LAYERS])
+def test_a_splice_runs_only_the_blocks_after_its_layer(minilm, layer):
+    """The splice starts from the stream at the layer, kept per sentence list: the same numbers,
+    bit for bit, as splicing during a whole forward pass; the blocks before the layer run once."""
+    sentences = SENTENCES + ["Two more words here.", "x"]
+    weight = torch.randn(M.WIDTH, M.WIDTH, generator=torch.Generator().manual_seed(layer)) / 20
+    calls = [0] * M.N_LAYERS
+    handles = [block.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+               for i, block in enumerate(minilm.model.encoder.layer)]
+    try:
+        for replace in (lambda a: a @ weight, torch.zeros_like):
+            ours = M.sentence_embeddings(minilm, sentences, layer, replace, batch_size=2)
+            assert torch.equal(ours, _spliced_through_the_whole_model(minilm, sentences, layer, replace))
+        before = calls.copy()
+        M.sentence_embeddings(minilm, sentences, layer, torch.zeros_like, batch_size=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    batches = 3
+    assert [after - b for after, b in zip(calls, before)] == [0] * layer + [batches] * (M.N_LAYERS - layer)
+    other = M.sentence_embeddings(minilm, sentences[:2], layer, torch.zeros_like, batch_size=2)
+    assert torch.equal(other, _spliced_through_the_whole_model(minilm, sentences[:2], layer, torch.zeros_like))
+
+
 def test_cached_sentence_embeddings_equal_the_direct_ones(minilm, tmp_path):
     cached = M.cached_sentence_embeddings(SENTENCES, cache_dir=tmp_path)
     assert torch.allclose(cached, M.sentence_embeddings(minilm, SENTENCES), atol=1e-6)
