@@ -73,13 +73,13 @@ def cmd_run(args) -> int:
     if not (args.all or args.variant or args.task):
         raise UserError("say what to run: --all, or --variant NAME and/or --task NAME")
     preset = load_preset(args.preset)
-    out, own = args.out or DEFAULT_OUT, None
+    out = args.out or DEFAULT_OUT
     if args.activations is not None:  # the preset's variants, controls and tasks on the file
         from benchmark.interop.own_data import activations_preset, dataset_name
 
         if args.dataset:
             raise UserError("--dataset and --activations exclude each other: the file is the only dataset")
-        preset = own = activations_preset(preset, args.activations, args.labels)
+        preset = activations_preset(preset, args.activations, args.labels)
         out = args.out or DEFAULT_OUT / f"activations-{dataset_name(args.activations)}"
     elif args.labels is not None:
         raise UserError("--labels goes with --activations")
@@ -94,7 +94,7 @@ def cmd_run(args) -> int:
         raise UserError("--ray-address needs --executor ray")
     budget = None if args.no_budget_check else budget_check_options(options)
     return run_and_report(Runner(options), leaderboard_path(out, args.leaderboard),
-                          Runner(budget) if budget is not None else None, preset=own)
+                          Runner(budget) if budget is not None else None, preset=preset)
 
 
 # ----- list -----
@@ -139,7 +139,8 @@ def add_leaderboard(sub):
                        description="Rewrite the leaderboard (tables and plots) from a results CSV.")
     p.add_argument("--results", type=Path, default=DEFAULT_OUT / "results.csv", help="default: results/results.csv")
     p.add_argument("--output", type=Path, help="default: leaderboard.md for results/results.csv, else beside the CSV")
-    p.add_argument("--preset", help="which preset's rows (default: that of the most recent row)")
+    p.add_argument("--preset", help="which preset's rows: a name, or the YAML file they were run with (default: "
+                   "the preset of the most recent row)")
     p.set_defaults(handler=cmd_leaderboard)
 
 
@@ -147,7 +148,10 @@ def cmd_leaderboard(args) -> int:
     from benchmark.report.leaderboard import write_leaderboard
 
     out_dir = args.results.parent
-    path = write_leaderboard(args.results, leaderboard_path(out_dir, args.output), out_dir / "plots", args.preset)
+    from_file = args.preset is not None and Path(args.preset).suffix in {".yaml", ".yml"}
+    config = load_preset(args.preset) if from_file else None  # a file's name loads no packaged preset
+    path = write_leaderboard(args.results, leaderboard_path(out_dir, args.output), out_dir / "plots",
+                             None if from_file else args.preset, preset_config=config)
     print(f"wrote {path}")
     return 0
 

@@ -89,7 +89,7 @@ def cmd_eval(args) -> int:
         runner.datasets[args.dataset, seed] = dataset  # built once: the file is scanned once
     for cls in classes:
         print(f"{cls.name}: {cls.__doc__.split(': ', 1)[1]}")
-    return run_and_report(runner, leaderboard_path(out, None), preset=preset if own_data else None)
+    return run_and_report(runner, leaderboard_path(out, None), preset=preset)
 
 
 # ----- export -----

@@ -16,8 +16,9 @@ def leaderboard_path(out_dir: Path, explicit: Path | None) -> Path:
 def run_and_report(runner, leaderboard: Path, budget_runner=None, preset=None) -> int:
     """Run the grid (then, if given, the budget check's longer re-training of the headlines),
     regenerate the leaderboard, print the counts and every failed cell; the exit code is 1
-    when any cell errored (`run` and `eval` alike). `preset`: a preset made for this run (an
-    activations file's), which the leaderboard cannot load by name."""
+    when any cell errored (`run` and `eval` alike). `preset`: the run's preset, which the
+    leaderboard reads its headlines from (a preset file's or an activations file's cannot be
+    loaded by name)."""
     from benchmark.report.leaderboard import write_leaderboard
 
     runner.budget_runner = budget_runner  # the grid trains the check's longer models as forks of its own

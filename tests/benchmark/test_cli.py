@@ -55,6 +55,27 @@ def test_run_writes_a_leaderboard(tmp_path, tiny_preset):
     assert "## Summary" in text and "relu" in text and "topk" in text
 
 
+def test_a_preset_files_leaderboard_reads_its_headline_l0_from_the_file(tmp_path, tiny_preset, capsys):
+    """A preset file's name (its stem) loads no packaged preset: the run hands the leaderboard the
+    preset itself, and `leaderboard` reads it from --preset FILE; without the file it says what
+    it assumed."""
+    text = tiny_preset.read_text() + "comparison: {l0_targets: [2, 4], headline_l0: 4}\n"
+    tiny_preset.write_text(text)
+    out = tmp_path / "out"
+    assert run(out, tiny_preset, "--variant", "topk", "--task", "reconstruction", "--no-twins") == 0
+    board = (out / "leaderboard.md").read_text()
+    assert "(digits8, L0 4)" in board and "L0 16" not in board
+    assert main(["leaderboard", "--results", str(out / "results.csv"), "--output", str(out / "again.md"),
+                 "--preset", str(tiny_preset)]) == 0
+    assert (out / "again.md").read_text() == board
+    assert main(["leaderboard", "--results", str(out / "results.csv"), "--output", str(out / "bare.md")]) == 0
+    bare = (out / "bare.md").read_text()
+    assert "not a packaged preset, and its file was not given" in bare and "(digits8, L0 16)" in bare
+    capsys.readouterr()
+    assert main(["leaderboard", "--results", str(out / "results.csv"), "--preset", "smoke"]) == 2
+    assert "no results for preset 'smoke'" in capsys.readouterr().err
+
+
 BAD_INPUT = [
     (["--variant", "nosuch"], "unknown variant 'nosuch'"),
     (["--task", "nosuch"], "unknown task 'nosuch'"),
