@@ -31,6 +31,7 @@ def add_run(sub):
                    "format in benchmark/submission.py and examples/my_variant.yaml")
     p.add_argument("--task", nargs="+", metavar="NAME", help="task name(s) (default: all of the preset)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(preset_names())}, or a path to a YAML file (default: default)")
+    add_set_argument(p)
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: the preset's)")
     p.add_argument("--dataset", nargs="+", metavar="NAME", help="only these datasets of the selected tasks "
                    "(default: every dataset the tasks list)")
@@ -67,12 +68,18 @@ def add_run(sub):
     p.set_defaults(handler=cmd_run)
 
 
+def add_set_argument(p) -> None:
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY.PATH=VALUE",
+                   help="change the preset for this run, e.g. datasets.synth.train.batch_size=128 or "
+                   "train.lr=0.004 (VALUE read as YAML); the rows carry the changed preset's own name")
+
+
 def cmd_run(args) -> int:
     from benchmark.grid.runner import RunOptions, Runner, budget_check_options
 
     if not (args.all or args.variant or args.task):
         raise UserError("say what to run: --all, or --variant NAME and/or --task NAME")
-    preset = load_preset(args.preset)
+    preset = load_preset(args.preset, args.set)
     out = args.out or DEFAULT_OUT
     if args.activations is not None:  # the preset's variants, controls and tasks on the file
         from benchmark.interop.own_data import activations_preset, dataset_name
@@ -141,6 +148,7 @@ def add_leaderboard(sub):
     p.add_argument("--output", type=Path, help="default: leaderboard.md for results/results.csv, else beside the CSV")
     p.add_argument("--preset", help="which preset's rows: a name, or the YAML file they were run with (default: "
                    "the preset of the most recent row)")
+    add_set_argument(p)
     p.set_defaults(handler=cmd_leaderboard)
 
 
@@ -148,10 +156,12 @@ def cmd_leaderboard(args) -> int:
     from benchmark.report.leaderboard import write_leaderboard
 
     out_dir = args.results.parent
-    from_file = args.preset is not None and Path(args.preset).suffix in {".yaml", ".yml"}
-    config = load_preset(args.preset) if from_file else None  # a file's name loads no packaged preset
+    if args.set and args.preset is None:
+        raise UserError("--set goes with --preset: the preset the rows were run with, and the same --set")
+    own = args.preset is not None and (Path(args.preset).suffix in {".yaml", ".yml"} or args.set)
+    config = load_preset(args.preset, args.set) if own else None  # their name loads no packaged preset
     path = write_leaderboard(args.results, leaderboard_path(out_dir, args.output), out_dir / "plots",
-                             None if from_file else args.preset, preset_config=config)
+                             None if own else args.preset, preset_config=config)
     print(f"wrote {path}")
     return 0
 

@@ -158,6 +158,9 @@ def _check_train(source: str, where: str, train) -> None:
         value = train.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             _fail(source, f"{where} train '{key}' must be a positive integer, got {value!r}")
+    lr = train.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
+        _fail(source, f"{where} train 'lr' must be a positive number, got {lr!r}")
     cap = train.get("max_steps")
     if cap is not None and cap < max(MIN_PLATEAU_STEPS, train.get("min_steps", TrainConfig.min_steps)):
         _fail(source, f"{where} train 'max_steps' ({cap}) is below what the plateau criterion needs "
@@ -298,8 +301,10 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
     )
 
 
-def load_preset(name_or_path: str) -> Preset:
-    """A preset by name (benchmark/presets/NAME.yaml) or by path to a YAML file."""
+def load_preset(name_or_path: str, overrides: list[str] | tuple = ()) -> Preset:
+    """A preset by name (benchmark/presets/NAME.yaml) or by path to a YAML file, with `overrides`
+    (`KEY.PATH=VALUE`, see `override`) applied; an overridden preset is named after them, so its
+    rows never mix with the preset's own."""
     path = Path(name_or_path)
     if path.suffix not in {".yaml", ".yml"}:
         path = PRESET_DIR / f"{name_or_path}.yaml"
@@ -307,4 +312,41 @@ def load_preset(name_or_path: str) -> Preset:
             raise UserError(f"unknown preset {name_or_path!r}; known: {', '.join(preset_names())} (or a path to a .yaml file)")
     elif not path.exists():
         raise UserError(f"preset file {path} does not exist")
-    return parse_preset(path.read_text(), name=path.stem, source=str(path))
+    preset = parse_preset(path.read_text(), name=path.stem, source=str(path))
+    if not overrides:
+        return preset
+    raw = yaml.safe_load(path.read_text())
+    for item in overrides:
+        override(raw, item, preset)
+    raw["description"] = f"{preset.description} With --set {' '.join(overrides)}."
+    name = "+".join([path.stem, *overrides])
+    return parse_preset(yaml.safe_dump(raw, sort_keys=False), name=name, source=f"{path} with --set")
+
+
+NAMED_ENTRIES = ("datasets", "tasks", "controls")  # --set changes their entries, never adds one on its way
+
+
+def override(raw: dict, item: str, preset: Preset) -> None:
+    """Set `KEY.PATH=VALUE` in the preset's YAML mapping `raw` (VALUE read as YAML: 128, 0.004,
+    [3, 6], true). Missing mappings on the way are made (a dataset's first `train` setting),
+    except a new dataset, task or control: a misspelt name must not pass for a new, unused one."""
+    key, equals, text = item.partition("=")
+    parts = key.split(".")
+    if not equals or not all(parts):
+        raise UserError(f"--set wants KEY.PATH=VALUE (e.g. datasets.synth.train.batch_size=128), got {item!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise UserError(f"--set {item}: {text!r} is not a YAML value") from None
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        if depth == 1 and parts[0] in NAMED_ENTRIES and part not in (node or {}):
+            known = ", ".join(getattr(preset, parts[0])) or "none"
+            raise UserError(f"--set {item}: preset {preset.name!r} has no {parts[0][:-1]} {part!r}; its {parts[0]}: {known}")
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {item}: {'.'.join(parts[:depth + 1])} is {child!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value

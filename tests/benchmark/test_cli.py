@@ -76,12 +76,36 @@ def test_a_preset_files_leaderboard_reads_its_headline_l0_from_the_file(tmp_path
     assert "no results for preset 'smoke'" in capsys.readouterr().err
 
 
+def test_set_runs_a_changed_preset_under_its_own_name(tmp_path, tiny_preset, capsys):
+    """--set changes the preset for one run; its rows and leaderboard carry the changed preset's
+    name, beside (never mixed with) the preset's own rows, and `leaderboard` redraws them given
+    the same --set."""
+    out = tmp_path / "out"
+    args = ["--variant", "relu", "--task", "reconstruction", "--no-twins"]
+    assert run(out, tiny_preset, *args) == 0
+    assert run(out, tiny_preset, *args, "--set", "train.epochs=2") == 0
+    assert "0 task cells already finished" in capsys.readouterr().out  # a new preset: nothing reused
+    steps = pd.read_csv(out / "results.csv").groupby("preset")["steps"].max()
+    assert set(steps.index) == {"tiny", "tiny+train.epochs=2"}
+    assert steps["tiny+train.epochs=2"] == 2 * steps["tiny"]
+    board = (out / "leaderboard.md").read_text()
+    assert board.startswith("# SAE benchmark leaderboard\n\nPreset `tiny+train.epochs=2`: tiny preset")
+    assert main(["leaderboard", "--results", str(out / "results.csv"), "--output", str(out / "again.md"),
+                 "--preset", str(tiny_preset), "--set", "train.epochs=2"]) == 0
+    assert (out / "again.md").read_text().split("\n---\n")[0] == board.split("\n---\n")[0]
+    assert main(["leaderboard", "--results", str(out / "results.csv"), "--set", "train.epochs=2"]) == 2
+    assert "--set goes with --preset" in capsys.readouterr().err
+
+
 BAD_INPUT = [
     (["--variant", "nosuch"], "unknown variant 'nosuch'"),
     (["--task", "nosuch"], "unknown task 'nosuch'"),
     (["--all", "--preset", "nosuch"], "unknown preset 'nosuch'"),
     (["--all", "--seeds"], None),  # argparse: an option missing its value
     ([], "say what to run"),
+    (["--all", "--set", "datasets.nosuch.train.lr=0.1"], "preset 'smoke' has no dataset 'nosuch'"),
+    (["--all", "--set", "train.lr=-"], "top-level train 'lr' must be a positive number, got [None]"),
+    (["--all", "--set", "train.lr"], "--set wants KEY.PATH=VALUE"),
 ]
 
 
@@ -118,6 +142,8 @@ PRESET_ERRORS = [
     (VALID.replace("epochs: 1", "max_steps: -5"), "train 'max_steps' must be a positive integer"),
     (VALID.replace("epochs: 1", "max_steps: 10"), "'max_steps' (10) is below what the plateau criterion needs"),
     (VALID.replace("epochs: 1", "max_steps: 150, min_steps: 200"), "'max_steps' (150) is below what the plateau"),
+    (VALID.replace("lr: 0.1", "lr: fast"), "top-level train 'lr' must be a positive number, got 'fast'"),
+    (VALID.replace("lr: 0.1", "lr: 0"), "top-level train 'lr' must be a positive number, got 0"),
     (VALID.replace("epochs: 1", "epochs: 1, schedule: cosine"), "train 'schedule' must be one of ['constant', 'linear_decay']"),
     (VALID.replace("digits8: {}}", "digits8: {train: {stream: true}}}"), "dataset 'digits8' is finite"),
     (VALID + "budget_check: {length: 0.5}\n", "'budget_check' must be a mapping"),

@@ -1,0 +1,42 @@
+"""Presets with --set: changed values, the changed preset's own name, and one clear error per
+bad override."""
+import pytest
+
+from benchmark.config import load_preset
+from benchmark.errors import UserError
+
+
+def test_set_changes_the_named_values_and_only_those():
+    base = load_preset("default")
+    changed = load_preset("default", ["datasets.synth.train.batch_size=128", "train.lr=0.004",
+                                      "datasets.prompts.variants.topk.train.min_steps=2000",
+                                      "comparison.l0_targets=[4, 8]"])
+    assert changed.datasets["synth"]["train"]["batch_size"] == 128
+    assert changed.train["lr"] == 0.004 and isinstance(changed.train["lr"], float)
+    assert changed.train_settings("topk", "prompts")["min_steps"] == 2000  # a mapping made on the way
+    assert changed.train_settings("topk", "synth") == {**base.train_settings("topk", "synth"), "batch_size": 128}
+    assert changed.l0_targets("minilm") == [4.0, 8.0]
+    for name in ("minilm", "correlated-rho0.3"):  # untouched, merge keys (<<: *correlated) resolved alike
+        assert changed.datasets[name] == base.datasets[name]
+    assert changed.tasks == base.tasks and changed.variants == base.variants
+    assert changed.name == ("default+datasets.synth.train.batch_size=128+train.lr=0.004"
+                            "+datasets.prompts.variants.topk.train.min_steps=2000+comparison.l0_targets=[4, 8]")
+    assert "With --set datasets.synth.train.batch_size=128" in changed.description
+    assert load_preset("default", []).name == "default"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lr", "--set wants KEY.PATH=VALUE"),
+    ("train..lr=1", "--set wants KEY.PATH=VALUE"),
+    ("datasets.synht.train.lr=0.1", "preset 'default' has no dataset 'synht'; its datasets: minilm"),
+    ("tasks.reconstrction.datasets=[minilm]", "has no task 'reconstrction'"),
+    ("datasets.synth.kind.x=1", "datasets.synth.kind is 'synth', not a mapping"),
+    ("train.lr=[1", "'[1' is not a YAML value"),
+    ("datasets.synth.train.batch_size=0", "dataset 'synth' train 'batch_size' must be a positive integer, got 0"),
+    ("datasets.synth.train.batchsize=64", "dataset 'synth' 'train' must be a mapping with keys among"),
+    ("variants.relu.l1_coef=0.1", "unknown hyperparameter(s) ['l1_coef'] of relu"),
+])
+def test_a_bad_set_is_one_clear_error(item, message):
+    with pytest.raises(UserError, match=None) as caught:
+        load_preset("default", [item])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
