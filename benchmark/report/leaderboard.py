@@ -477,7 +477,8 @@ class Leaderboard:
         targets = ", ".join(f"{t:g}" for t in DEFAULT_COMPARISON["l0_targets"])
         return (f" (not a packaged preset, and its file was not given: read at the default L0 targets {targets} "
                 f"and headline L0 {DEFAULT_COMPARISON['headline_l0']:g}, every dataset; "
-                "`python -m benchmark leaderboard --preset FILE.yaml` reads them from the file)")
+                "`python -m benchmark leaderboard --preset FILE.yaml`, or the preset with the run's `--set`, "
+                "reads them from it)")
 
     def render(self) -> str:
         head = f"# SAE benchmark leaderboard\n\nPreset `{self.preset_name}`{self.preset_line()}\n"
