@@ -159,8 +159,8 @@ def _check_train(source: str, where: str, train) -> None:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             _fail(source, f"{where} train '{key}' must be a positive integer, got {value!r}")
     lr = train.get("lr")
-    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
-        _fail(source, f"{where} train 'lr' must be a positive number, got {lr!r}")
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr >= 0):
+        _fail(source, f"{where} train 'lr' must be a number >= 0 (0: a model that never moves), got {lr!r}")
     cap = train.get("max_steps")
     if cap is not None and cap < max(MIN_PLATEAU_STEPS, train.get("min_steps", TrainConfig.min_steps)):
         _fail(source, f"{where} train 'max_steps' ({cap}) is below what the plateau criterion needs "

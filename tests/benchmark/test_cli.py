@@ -104,7 +104,7 @@ BAD_INPUT = [
     (["--all", "--seeds"], None),  # argparse: an option missing its value
     ([], "say what to run"),
     (["--all", "--set", "datasets.nosuch.train.lr=0.1"], "preset 'smoke' has no dataset 'nosuch'"),
-    (["--all", "--set", "train.lr=-"], "top-level train 'lr' must be a positive number, got [None]"),
+    (["--all", "--set", "train.lr=-"], "top-level train 'lr' must be a number >= 0 (0: a model that never moves), got [None]"),
     (["--all", "--set", "train.lr"], "--set wants KEY.PATH=VALUE"),
 ]
 
@@ -142,8 +142,8 @@ PRESET_ERRORS = [
     (VALID.replace("epochs: 1", "max_steps: -5"), "train 'max_steps' must be a positive integer"),
     (VALID.replace("epochs: 1", "max_steps: 10"), "'max_steps' (10) is below what the plateau criterion needs"),
     (VALID.replace("epochs: 1", "max_steps: 150, min_steps: 200"), "'max_steps' (150) is below what the plateau"),
-    (VALID.replace("lr: 0.1", "lr: fast"), "top-level train 'lr' must be a positive number, got 'fast'"),
-    (VALID.replace("lr: 0.1", "lr: 0"), "top-level train 'lr' must be a positive number, got 0"),
+    (VALID.replace("lr: 0.1", "lr: fast"), "top-level train 'lr' must be a number >= 0 (0: a model that never moves), got 'fast'"),
+    (VALID.replace("lr: 0.1", "lr: -0.001"), "top-level train 'lr' must be a number >= 0 (0: a model that never moves), got -0.001"),
     (VALID.replace("epochs: 1", "epochs: 1, schedule: cosine"), "train 'schedule' must be one of ['constant', 'linear_decay']"),
     (VALID.replace("digits8: {}}", "digits8: {train: {stream: true}}}"), "dataset 'digits8' is finite"),
     (VALID + "budget_check: {length: 0.5}\n", "'budget_check' must be a mapping"),
