@@ -3,7 +3,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.config import load_preset, preset_names
+from benchmark.config import is_preset_file, load_preset, preset_names
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS, TASKS, VARIANTS
 from benchmark.perf.throughput import add_perf
@@ -158,7 +158,7 @@ def cmd_leaderboard(args) -> int:
     out_dir = args.results.parent
     if args.set and args.preset is None:
         raise UserError("--set goes with --preset: the preset the rows were run with, and the same --set")
-    own = args.preset is not None and (Path(args.preset).suffix in {".yaml", ".yml"} or args.set)
+    own = args.preset is not None and (is_preset_file(args.preset) or args.set)
     config = load_preset(args.preset, args.set) if own else None  # their name loads no packaged preset
     path = write_leaderboard(args.results, leaderboard_path(out_dir, args.output), out_dir / "plots",
                              None if own else args.preset, preset_config=config)

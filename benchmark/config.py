@@ -301,21 +301,27 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
     )
 
 
+def is_preset_file(name_or_path: str) -> bool:
+    """Whether `--preset` names a YAML file (else a packaged preset)."""
+    return Path(name_or_path).suffix in {".yaml", ".yml"}
+
+
 def load_preset(name_or_path: str, overrides: list[str] | tuple = ()) -> Preset:
     """A preset by name (benchmark/presets/NAME.yaml) or by path to a YAML file, with `overrides`
     (`KEY.PATH=VALUE`, see `override`) applied; an overridden preset is named after them, so its
     rows never mix with the preset's own."""
     path = Path(name_or_path)
-    if path.suffix not in {".yaml", ".yml"}:
+    if not is_preset_file(name_or_path):
         path = PRESET_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise UserError(f"unknown preset {name_or_path!r}; known: {', '.join(preset_names())} (or a path to a .yaml file)")
     elif not path.exists():
         raise UserError(f"preset file {path} does not exist")
-    preset = parse_preset(path.read_text(), name=path.stem, source=str(path))
+    text = path.read_text()
+    preset = parse_preset(text, name=path.stem, source=str(path))
     if not overrides:
         return preset
-    raw = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load(text)
     for item in overrides:
         override(raw, item, preset)
     raw["description"] = f"{preset.description} With --set {' '.join(overrides)}."
@@ -340,7 +346,7 @@ def override(raw: dict, item: str, preset: Preset) -> None:
         raise UserError(f"--set {item}: {text!r} is not a YAML value") from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
-        if depth == 1 and parts[0] in NAMED_ENTRIES and part not in (node or {}):
+        if depth == 1 and parts[0] in NAMED_ENTRIES and part not in node:
             known = ", ".join(getattr(preset, parts[0])) or "none"
             raise UserError(f"--set {item}: preset {preset.name!r} has no {parts[0][:-1]} {part!r}; its {parts[0]}: {known}")
         child = node.get(part)

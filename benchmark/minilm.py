@@ -87,11 +87,6 @@ class MiniLM:
         return self.tokenizer(sentences, padding=True, truncation=True, max_length=MAX_LENGTH,
                               return_tensors="pt", return_special_tokens_mask=True)
 
-    def layer_module(self, layer: int) -> torch.nn.Module:
-        """The module whose output is `hidden_states[layer]`."""
-        check_layer(layer)
-        return self.model.embeddings if layer == 0 else self.model.encoder.layer[layer - 1]
-
 
 def check_layer(layer) -> None:
     if not (isinstance(layer, int) and 0 <= layer <= N_LAYERS):
@@ -214,12 +209,11 @@ def _stream_at(minilm: MiniLM, encoded: dict, layer: int, device) -> tuple[torch
 
 @torch.no_grad()
 def _prefix(minilm: MiniLM, sentences: list[str], layer: int, device, batch_size: int) -> list[_Prefix]:
-    """The sentences' batches run up to `layer`, once per (sentences, layer, device) and process:
-    the blocks before it are the same for every reconstruction spliced in."""
+    """The sentences' batches run up to `layer` (MiniLM already on `device`), once per (sentences,
+    layer, device) and process: the blocks before it are the same for every reconstruction spliced in."""
     key = (text_sha256(sentences), layer, str(device), batch_size)
     if key not in minilm.prefixes:
         check_layer(layer)
-        minilm.model.to(device)
         batches = []
         for indices, batch in _batches(sentences, batch_size, None):
             encoded = minilm.tokenize(batch)

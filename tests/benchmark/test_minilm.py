@@ -156,7 +156,8 @@ def _spliced_through_the_whole_model(minilm, sentences, layer, replace):
     for indices, batch in M._batches(sentences, 2, None):
         encoded = minilm.tokenize(batch)
         mask = M.content_mask(encoded)
-        handle = minilm.layer_module(layer).register_forward_hook(hook)
+        module = minilm.model.embeddings if layer == 0 else minilm.model.encoder.layer[layer - 1]  # hidden_states[layer]
+        handle = module.register_forward_hook(hook)
         try:
             last = minilm.model(**M._model_inputs(encoded, "cpu")).last_hidden_state
         finally:
