@@ -8,7 +8,10 @@ failed, so CI can use it.
     python scripts/check_budgets.py --default --default-out results   # ... publishing the default run
 
 The budgets are for 2 CPU cores with nothing else running; on a busy machine the wall time is
-longer than the suite's own cost (the script prints the process's CPU time beside it). The run
+longer than the suite's own cost (the script prints the process's CPU time beside it). The
+training is mostly fp32 matrix products, so the script also prints this machine's one-thread
+matmul rate and the wall time scaled to the reference core's (~75 GFLOP/s): an estimate, for
+runs on a slower or faster machine than the budget's. The run
 starts cold, as on a fresh clone: with --default-out, that folder's model and activation caches,
 results.csv and plots are removed first, so every model is trained and every activation
 extracted within the measured time, and the published files come from this run alone. After
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 BUDGETS_S = {"smoke": 60, "default": 30 * 60}
+REFERENCE_GFLOPS = 75.0  # one core of the 2-core machine the budgets are set on
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -57,6 +61,22 @@ def run_preset(preset: str, out: str | None = None) -> tuple[float, float, int]:
     return wall, cpu, code
 
 
+def matmul_gflops() -> float:
+    """This machine's one-thread fp32 matmul rate at the default's sizes (a batch of 1,024 rows
+    of d 192 against K 256), the best of 5 timings of 50 products."""
+    import torch
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(1024, 192), torch.randn(192, 256)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(50):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / 50)
+    return 2 * 1024 * 192 * 256 / best / 1e9
+
+
 def print_dataset_shares(results_csv: Path) -> None:
     """Seconds of the run's wall time that ended a cell of each dataset: the gaps between
     consecutive finished cells, summed per dataset (with parallel jobs, a share, not a cost).
@@ -84,6 +104,8 @@ def main(argv=None) -> int:
                         "repository; e.g. results, to publish the measured run) instead of a temporary folder")
     args = parser.parse_args(argv)
     presets = ["smoke"] + (["default"] if args.default else [])
+    speed = matmul_gflops()
+    print(f"this machine: {speed:.0f} GFLOP/s one-thread fp32 matmul (the budgets' reference: ~{REFERENCE_GFLOPS:.0f})")
     failed = False
     for preset in presets:
         wall, cpu, code = run_preset(preset, args.default_out if preset == "default" else None)
@@ -91,6 +113,7 @@ def main(argv=None) -> int:
         over = wall > budget
         verdict = "run FAILED" if code else ("OVER BUDGET" if over else "ok")
         print(f"{preset}: {wall:.1f} s wall, {cpu:.1f} s CPU (budget {budget} s wall on 2 cores): {verdict}")
+        print(f"  at the reference's matmul rate: ~{wall * speed / REFERENCE_GFLOPS:.0f} s wall (an estimate)")
         failed |= bool(code) or over
     return 1 if failed else 0
 
