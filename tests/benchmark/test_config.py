@@ -37,6 +37,6 @@ def test_set_changes_the_named_values_and_only_those():
     ("variants.relu.l1_coef=0.1", "unknown hyperparameter(s) ['l1_coef'] of relu"),
 ])
 def test_a_bad_set_is_one_clear_error(item, message):
-    with pytest.raises(UserError, match=None) as caught:
+    with pytest.raises(UserError) as caught:
         load_preset("default", [item])
     assert message in str(caught.value) and "\n" not in str(caught.value)
