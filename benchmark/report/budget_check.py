@@ -30,15 +30,22 @@ Rules:
   τ-b) between the 1x and 2x means of the variants and controls reached at both budgets is
   reported beside the verdict; it does not decide it. A headline with no 2x rows, or none on a
   seed the 1x rows have, has no check.
+- **Margins.** Beside a verdict that changed, the comparisons that decided it, at both budgets:
+  for an entry that joined or left the beats-controls set, its lead over the best control; for one
+  that joined or left the tied-first set, the widest lead over it of an entry beating it, at the
+  budget where it is not first. Each lead is shown with its bar (the one-seed rule's threshold, or the paired test's
+  p), so a verdict flipped by a lead at the bar's edge reads apart from a real reordering.
 """
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 from scipy.stats import kendalltau
 
-from benchmark.report.matched import Better, Entry, beats_controls, better_paired, matched_entries, noise_ranks
-from benchmark.report.paired import one_seed_rule
+from benchmark.report.matched import (Better, Entry, beats_controls, best_control, better_paired, matched_entries,
+                                      noise_ranks, paired)
+from benchmark.report.paired import LEVEL, one_seed_bar, one_seed_rule
 
 STABLE = "stable at 2x budget"
 NOT_STABLE = "not stable at 2x budget"
@@ -74,6 +81,7 @@ class BudgetCheck:
     tau: float | None = None  # Kendall τ-b of the 1x and 2x means; None below two entries, nan if undefined
     tau_entries: int = 0
     changes: tuple[str, ...] = field(default=())  # what changed, when not stable
+    margins: tuple[str, ...] = field(default=())  # the comparisons that decided each change, at both budgets
     reason: str = ""  # why there is no check
 
     @property
@@ -93,7 +101,12 @@ class BudgetCheck:
         in this run"."""
         if not self.checked:
             return NO_CHECK
-        return STABLE if self.stable else f"{NOT_STABLE}: {'; '.join(self.changes)}"
+        return STABLE if self.stable else f"{NOT_STABLE}: {self.changes_text}"
+
+    @property
+    def changes_text(self) -> str:
+        """What changed, then the margins that decided it in square brackets."""
+        return "; ".join(self.changes) + (f" [{'; '.join(self.margins)}]" if self.margins else "")
 
 
 def _seeds(frame: pd.DataFrame, task: str, dataset: str, metric: str) -> set[str]:
@@ -117,21 +130,55 @@ PAIRED_RULE = "paired t-test over the shared seeds"
 ONE_SEED_RULE = "one seed: each pair's spread from the full 1x comparison"
 
 
+Margin = Callable[[Entry, Entry, bool], tuple[str, str]]  # (A's lead over B, the bar it is judged by)
+
+
+def _lead(a: Entry, b: Entry, higher: bool) -> float:
+    """A's mean minus B's, oriented so that a positive lead favours A."""
+    return (1.0 if higher else -1.0) * (a.mean - b.mean)
+
+
+def _reference_diffs(by_name: dict[str, Entry], a: Entry, b: Entry, higher: bool) -> list[float] | None:
+    """The pair's oriented per-seed differences in the reference comparison; None when either is
+    not in it."""
+    ref_a, ref_b = by_name.get(a.variant), by_name.get(b.variant)
+    if ref_a is None or ref_b is None:
+        return None
+    sign = 1.0 if higher else -1.0
+    seeds = sorted(set(ref_a.by_seed) & set(ref_b.by_seed))
+    return [sign * (ref_a.by_seed[s] - ref_b.by_seed[s]) for s in seeds]
+
+
 def one_seed_better(reference: list[Entry]) -> Better:
     """`paired.one_seed_rule` for entries read on one seed, each pair's spread taken from its
     per-seed differences in `reference` (the full 1x comparison)."""
     by_name = {e.variant: e for e in reference}
 
     def better(a: Entry, b: Entry, higher: bool) -> bool:
-        ref_a, ref_b = by_name.get(a.variant), by_name.get(b.variant)
-        if ref_a is None or ref_b is None:
-            return False
-        sign = 1.0 if higher else -1.0
-        seeds = sorted(set(ref_a.by_seed) & set(ref_b.by_seed))
-        spread = [sign * (ref_a.by_seed[s] - ref_b.by_seed[s]) for s in seeds]
-        return one_seed_rule(spread, sign * (a.mean - b.mean))
+        diffs = _reference_diffs(by_name, a, b, higher)
+        return diffs is not None and one_seed_rule(diffs, _lead(a, b, higher))
 
     return better
+
+
+def one_seed_margin(reference: list[Entry]) -> Margin:
+    """A's lead on the one seed and the bar `one_seed_better` sets for the pair."""
+    by_name = {e.variant: e for e in reference}
+
+    def margin(a: Entry, b: Entry, higher: bool) -> tuple[str, str]:
+        diffs = _reference_diffs(by_name, a, b, higher)
+        bar = one_seed_bar(diffs) if diffs is not None else math.nan
+        return f"{_lead(a, b, higher):+.3g}", ("no bar (fewer than 2 seeds at 1x)" if math.isnan(bar)
+                                                else f"beyond noise above {bar:.3g}")
+
+    return margin
+
+
+def paired_margin(a: Entry, b: Entry, higher: bool) -> tuple[str, str]:
+    """A's mean lead over the shared seeds with the paired test's p."""
+    test = paired(a, b, higher)
+    lead = f"{test.mean:+.3g} (p {test.p:.2g})" if test.tested else f"n/a ({test.reason})"
+    return lead, f"beyond noise at p < {LEVEL:g}"
 
 
 def tied_first(entries: list[Entry], higher: bool, better: Better = better_paired) -> tuple[str, ...]:
@@ -192,6 +239,43 @@ def _changes(at_1x: Verdict, at_2x: Verdict) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _deciding_pairs(entries_1x: list[Entry], entries_2x: list[Entry], at_1x: Verdict, at_2x: Verdict,
+                    higher: bool, better: Better) -> list[tuple[str, str]]:
+    """(A, B) pairs whose comparison moved an entry in or out of a verdict's set: an entry and
+    the best control (at each budget) for the beats-controls set; for the tied-first set, the
+    entry beating it by the widest lead, where it is not first."""
+    pairs = []
+    for name in sorted(set(at_1x.beats_controls) ^ set(at_2x.beats_controls)):
+        for entries in (entries_1x, entries_2x):
+            control = best_control(entries, higher)
+            if control is not None:
+                pairs.append((name, control.variant))
+    for name in sorted(set(at_1x.tied_first) ^ set(at_2x.tied_first)):
+        entries = entries_2x if name in at_1x.tied_first else entries_1x  # where it is not first
+        ranked = [e for e in entries if e.kind != "reference" and e.reached]
+        behind = next((e for e in ranked if e.variant == name), None)
+        rivals = [e for e in ranked if behind is not None and better(e, behind, higher)]
+        if rivals:
+            pairs.append((max(rivals, key=lambda e: _lead(e, behind, higher)).variant, name))
+    return list(dict.fromkeys(pairs))  # once each, in order
+
+
+def margin_text(a: str, b: str, entries_1x: list[Entry], entries_2x: list[Entry], higher: bool,
+                margin: Margin, kinds: dict[str, str]) -> str:
+    """"jumprelu over pca-topk (control): +0.0153 at 1x, +0.0192 at 2x, beyond noise above 0.0181"."""
+    readings, bars = [], []
+    for budget, entries in (("1x", entries_1x), ("2x", entries_2x)):
+        by_name = {e.variant: e for e in entries if e.reached}
+        if a not in by_name or b not in by_name:
+            readings.append(f"not reached at {budget}")
+            continue
+        lead, bar = margin(by_name[a], by_name[b], higher)
+        readings.append(f"{lead} at {budget}")
+        bars.append(bar)
+    return (f"{names((a,), kinds)} over {names((b,), kinds)}: " + ", ".join(readings)
+            + "".join(f", {bar}" for bar in dict.fromkeys(bars)))
+
+
 def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, task: str, dataset: str,
                    metric: str, l0: float, higher: bool) -> BudgetCheck:
     """The budget check of one headline (task, dataset, metric at L0 `l0`). Both frames as the
@@ -215,11 +299,16 @@ def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, ta
     at_2x_already = {e.variant for e in entries_2x}
     entries_2x += [e for e in entries_1x if e.kind == "twin" and e.variant not in at_2x_already]
     from_1x = len(shared) < 2
-    better, rule = (one_seed_better(full_1x), ONE_SEED_RULE) if from_1x else (better_paired, PAIRED_RULE)
+    better, margin, rule = ((one_seed_better(full_1x), one_seed_margin(full_1x), ONE_SEED_RULE) if from_1x
+                            else (better_paired, paired_margin, PAIRED_RULE))
     at_1x, at_2x = read_verdict(entries_1x, higher, better, rule), read_verdict(entries_2x, higher, better, rule)
     tau, n = rank_correlation(at_1x, at_2x)
+    kinds = {**at_2x.kinds, **at_1x.kinds}
+    margins = tuple(margin_text(a, b, entries_1x, entries_2x, higher, margin, kinds)
+                    for a, b in _deciding_pairs(entries_1x, entries_2x, at_1x, at_2x, higher, better))
     return BudgetCheck(**base, seeds=tuple(sorted(shared, key=_seed_order)), at_1x=at_1x, at_2x=at_2x,
-                       spread_from_1x=from_1x, tau=tau, tau_entries=n, changes=_changes(at_1x, at_2x))
+                       spread_from_1x=from_1x, tau=tau, tau_entries=n, changes=_changes(at_1x, at_2x),
+                       margins=margins)
 
 
 def check_headlines(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None,

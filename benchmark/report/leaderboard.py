@@ -247,7 +247,7 @@ class Leaderboard:
         suffix = f" ({'; '.join(details)})" if details else ""
         if check.stable:
             return budget_check.STABLE + suffix
-        return f"**{budget_check.NOT_STABLE}:** {'; '.join(check.changes)}{suffix}"
+        return f"**{budget_check.NOT_STABLE}:** {check.changes_text}{suffix}"
 
     # ----- sections -----
     def summary(self) -> str:
@@ -308,7 +308,10 @@ class Leaderboard:
                   "when it exceeds the 5% t quantile times that pair's per-seed spread in the full 1x comparison. "
                   f"Tied first: rank 1 (nothing better beyond noise), controls included. Beats controls: {BEATS} at that budget. "
                   "Kendall τ (τ-b) of the 1x and 2x means, over the variants and controls reached at both (how "
-                  "many in brackets). Stable: the tied-first and beats-controls sets are the same at both budgets.")
+                  "many in brackets). Stable: the tied-first and beats-controls sets are the same at both budgets. "
+                  "Beside a verdict that changed, in square brackets: the comparisons that decided it, the lead "
+                  "at each budget and the bar it had to pass (a lead at the bar's edge is noise at its edge, "
+                  "not a reordering).")
         rows = []
         for task, dataset, target, _, _ in self.headlines():
             check = self.budget_checks()[task.name]
@@ -316,8 +319,7 @@ class Leaderboard:
                 rows.append([f"`{task.name}`", dataset, f"{target:g}", *["—"] * 6, budget_check.NO_CHECK])
                 continue
             kinds = {**check.at_2x.kinds, **check.at_1x.kinds}
-            verdict = budget_check.STABLE if check.stable else f"**{budget_check.NOT_STABLE}:** " + \
-                "; ".join(check.changes)
+            verdict = budget_check.STABLE if check.stable else f"**{budget_check.NOT_STABLE}:** {check.changes_text}"
             rows.append([f"`{task.name}`", dataset, f"{target:g}",
                          budget_check.names(check.at_1x.tied_first, kinds),
                          budget_check.names(check.at_2x.tied_first, kinds),

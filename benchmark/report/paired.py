@@ -111,8 +111,14 @@ def one_seed_rule(reference_diffs: np.ndarray, new_diff: float) -> bool:
     t quantile times the spread of the same pair's per-seed differences in a reference run
     (n − 1 degrees of freedom): a one-observation t-test that borrows its spread. Needs two or
     more reference seeds; the new difference is oriented so that positive favours A."""
+    bar = one_seed_bar(reference_diffs)
+    return not math.isnan(bar) and new_diff > bar
+
+
+def one_seed_bar(reference_diffs) -> float:
+    """What a one-seed difference must exceed under `one_seed_rule`: the two-sided 5% t quantile
+    (n − 1 degrees of freedom) times the reference differences' sample std; nan below two seeds."""
     reference_diffs = np.asarray(reference_diffs, float)
     if reference_diffs.size < MIN_SEEDS:
-        return False
-    spread = float(reference_diffs.std(ddof=1))
-    return new_diff > stats.t.ppf(1 - LEVEL / 2, reference_diffs.size - 1) * spread
+        return math.nan
+    return float(stats.t.ppf(1 - LEVEL / 2, reference_diffs.size - 1) * reference_diffs.std(ddof=1))

@@ -1,8 +1,10 @@
 """The 2x-training budget check (benchmark/report/budget_check.py) on comparisons whose answers are known."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from benchmark.report.budget_check import (NO_CHECK, STABLE, beating_controls, check_headline, check_headlines,
                                     tied_first)
@@ -66,6 +68,22 @@ def test_a_control_that_wins_at_1x_and_loses_beyond_noise_at_2x_is_not_stable():
     assert "beats controls none → topk" in check.changes
     assert "a control is best at 1x, not at 2x" in check.changes
     assert check.tau == pytest.approx(-1.0)
+    # The paired test decided both changes; every seed differs by the same 0.1, so p is 0.
+    assert check.margins == ("topk over pca (control): -0.1 (p 0) at 1x, +0.1 (p 0) at 2x, beyond noise at p < 0.05",
+                             "pca (control) over topk: +0.1 (p 0) at 1x, -0.1 (p 0) at 2x, beyond noise at p < 0.05")
+
+
+def test_a_flip_at_the_bars_edge_shows_its_margin_beside_the_verdict():
+    """relu leads the control by 0.08 on seed 0 at 1x, under the one-seed bar (0.131), and by
+    0.005 over the bar at 2x: the verdict changes, and its margin shows how near the bar both were."""
+    relu = {("relu", 0): 0.68, ("relu", 1): 0.64, ("relu", 2): 0.62}  # relu - pca: 0.08, 0.04, 0.02
+    at_1x = comparison({"relu": 0.0, "pca": 0.60}, spread=0.0, per_seed=relu)
+    bar = stats.t.ppf(0.975, 2) * np.std([0.08, 0.04, 0.02], ddof=1)
+    assert bar == pytest.approx(0.1314, abs=1e-4)
+    at_2x = comparison({"relu": 0.605 + bar, "pca": 0.60}, seeds=(0,), spread=0.0, info=INFO_2X)
+    check = check_headline(at_1x, at_2x, *HEADLINE)
+    assert check.at_1x.beats_controls == () and check.at_2x.beats_controls == ("relu",)
+    assert check.margins == ("relu over pca (control): +0.08 at 1x, +0.136 at 2x, beyond noise above 0.131",)
 
 
 @pytest.mark.parametrize("two_x", [None, "empty", "other task"])
@@ -98,6 +116,11 @@ def test_a_2x_run_with_one_seed_borrows_each_pairs_spread_from_1x():
     far = check_headline(at_1x, comparison({"topk": 0.78, "relu": 0.95, "pca": 0.59}, seeds=(0,), info=INFO_2X),
                          *HEADLINE)
     assert far.at_2x.tied_first == ("relu",) and far.stable is False
+    # What decided it, with the bar: on seed 0 relu leads topk by 0.80 - 0.79 at 1x and 0.94 - 0.77
+    # at 2x; the bar is t(0.975, 2) x the std of relu - topk over the 1x seeds (0.01, -0.03, -0.01).
+    assert far.margins == ("relu over topk: +0.01 at 1x, +0.17 at 2x, beyond noise above 0.0861",)
+    assert far.verdict.endswith(f"[{far.margins[0]}]")
+    assert check.margins == ()  # a stable verdict has nothing to explain
 
 
 def test_both_budgets_are_read_on_the_seeds_they_share():

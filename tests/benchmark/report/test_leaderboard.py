@@ -148,6 +148,11 @@ def test_a_flip_at_2x_is_named_in_the_summary_and_the_budget_table(tmp_path):
     row = budget_row(text)
     # 1x order topk > pca > relu, 2x relu > topk > pca: one concordant pair of three, τ = -1/3.
     assert "| topk | relu | topk | relu, topk | -0.33 (3) |" in row and "not stable at 2x budget" in row
+    # Both show the comparisons that decided the changes, each lead with the paired test's p.
+    for text_with_margins in (line, row):
+        assert "[relu over pca (control): " in text_with_margins
+        assert "relu over topk: " in text_with_margins
+        assert "at 2x, beyond noise at p < 0.05]" in text_with_margins
 
 
 def test_a_2x_file_with_one_seed_says_its_spread_is_the_1x_one(tmp_path):

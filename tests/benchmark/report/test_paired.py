@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmark.report.paired import LEVEL, difference, one_seed_rule
+from benchmark.report.paired import LEVEL, difference, one_seed_bar, one_seed_rule
 
 
 def seeds(values):
@@ -82,6 +82,9 @@ def test_the_one_seed_rule_borrows_the_reference_spread():
     assert not one_seed_rule(reference, threshold - 1e-4)
     assert one_seed_rule(reference, threshold + 1e-4)
     assert not one_seed_rule([0.01], 10.0)  # one reference seed: no spread, no decision
+    assert one_seed_bar(reference) == pytest.approx(threshold) == pytest.approx(4.3027 * 0.02, rel=1e-4)
+    assert one_seed_bar([-0.02, 0.06, 0.02]) == pytest.approx(2 * threshold)  # twice the spread
+    assert math.isnan(one_seed_bar([0.01]))
 
 
 def test_a_comparison_depends_on_the_values_not_on_the_order_or_an_earlier_call():
