@@ -33,8 +33,9 @@ Rules:
 - **Margins.** Beside a verdict that changed, the comparisons that decided it, at both budgets:
   for an entry that joined or left the beats-controls set, its lead over the best control; for one
   that joined or left the tied-first set, the widest lead over it of an entry beating it, at the
-  budget where it is not first. Each lead is shown with its bar (the one-seed rule's threshold, or the paired test's
-  p), so a verdict flipped by a lead at the bar's edge reads apart from a real reordering.
+  budget where it is not first. Each lead is shown with its bar (the one-seed rule's threshold,
+  or the paired test's p), so a verdict flipped by a lead at the bar's edge reads apart from a
+  real reordering.
 """
 import math
 from collections.abc import Callable
@@ -133,9 +134,14 @@ ONE_SEED_RULE = "one seed: each pair's spread from the full 1x comparison"
 Margin = Callable[[Entry, Entry, bool], tuple[str, str]]  # (A's lead over B, the bar it is judged by)
 
 
+def _sign(higher: bool) -> float:
+    """Orients a difference so that a positive one favours the first entry."""
+    return 1.0 if higher else -1.0
+
+
 def _lead(a: Entry, b: Entry, higher: bool) -> float:
     """A's mean minus B's, oriented so that a positive lead favours A."""
-    return (1.0 if higher else -1.0) * (a.mean - b.mean)
+    return _sign(higher) * (a.mean - b.mean)
 
 
 def _reference_diffs(by_name: dict[str, Entry], a: Entry, b: Entry, higher: bool) -> list[float] | None:
@@ -144,9 +150,8 @@ def _reference_diffs(by_name: dict[str, Entry], a: Entry, b: Entry, higher: bool
     ref_a, ref_b = by_name.get(a.variant), by_name.get(b.variant)
     if ref_a is None or ref_b is None:
         return None
-    sign = 1.0 if higher else -1.0
     seeds = sorted(set(ref_a.by_seed) & set(ref_b.by_seed))
-    return [sign * (ref_a.by_seed[s] - ref_b.by_seed[s]) for s in seeds]
+    return [_sign(higher) * (ref_a.by_seed[s] - ref_b.by_seed[s]) for s in seeds]
 
 
 def one_seed_better(reference: list[Entry]) -> Better:
@@ -168,7 +173,7 @@ def one_seed_margin(reference: list[Entry]) -> Margin:
     def margin(a: Entry, b: Entry, higher: bool) -> tuple[str, str]:
         diffs = _reference_diffs(by_name, a, b, higher)
         bar = one_seed_bar(diffs) if diffs is not None else math.nan
-        return f"{_lead(a, b, higher):+.3g}", ("no bar (fewer than 2 seeds at 1x)" if math.isnan(bar)
+        return f"{_lead(a, b, higher):+.3g}", ("no bar (the pair has no spread at 1x)" if math.isnan(bar)
                                                 else f"beyond noise above {bar:.3g}")
 
     return margin
