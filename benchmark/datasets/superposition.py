@@ -25,6 +25,7 @@ groups (n_atoms,), interference, test_codes (n_test, n_atoms) dense, train_codes
 from functools import partial
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from benchmark.data import Dataset
@@ -47,35 +48,35 @@ def grouped_superposed_dictionary(n_groups: int, group_size: int, dim: int, rho:
 
 def sparse_supports(n: int, n_atoms: int, group_size: int, k: int, cooccur: float, rng) -> np.ndarray:
     """(n, k) distinct atom indices per row; later picks favour the groups already active."""
-    rows = np.arange(n)
     support = np.empty((n, k), dtype=np.int64)
     support[:, 0] = rng.integers(n_atoms, size=n)
     for j in range(1, k):
-        chosen = np.full(n, -1)
         from_group = rng.random(n) < cooccur
+        todo = np.arange(n)  # the rows still without a free j-th atom
         attempt = 0
-        while (chosen < 0).any():  # rejection: k ≤ n_atoms / 2, so a uniform draw is free often
-            todo = chosen < 0
-            grouped = todo & from_group & (attempt < GROUP_RETRIES)
-            anchor = support[rows, rng.integers(j, size=n)]  # a random already-active atom
-            partner = anchor // group_size * group_size + rng.integers(group_size, size=n)
-            candidate = np.where(grouped, partner, rng.integers(n_atoms, size=n))
-            free = (support[:, :j] != candidate[:, None]).all(1)
-            chosen = np.where(todo & free, candidate, chosen)
+        while len(todo):  # rejection: k <= n_atoms / 2, so a uniform draw is free often
+            # Every try draws for all n rows, so the draws (and the data) do not depend on which
+            # rows are left; only those rows are worked on (most tries leave a handful).
+            anchor_pick, partner_pick, uniform = (rng.integers(j, size=n), rng.integers(group_size, size=n),
+                                                  rng.integers(n_atoms, size=n))
+            anchor = support[todo, anchor_pick[todo]]  # a random already-active atom
+            partner = anchor // group_size * group_size + partner_pick[todo]
+            grouped = from_group[todo] & (attempt < GROUP_RETRIES)
+            candidate = np.where(grouped, partner, uniform[todo])
+            free = (support[todo, :j] != candidate[:, None]).all(1)
+            support[todo[free], j] = candidate[free]
+            todo = todo[~free]
             attempt += 1
-        support[:, j] = chosen
     return support
 
 
 def mix(support: np.ndarray, values: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
-    """Σ_j values[:, j]·D[support[:, j]], one active atom at a time: memory O(n·dim), never an
-    (n, k, dim) gather."""
-    out, atoms = np.zeros((len(support), dictionary.shape[1])), np.empty((len(support), dictionary.shape[1]))
-    for j in range(support.shape[1]):
-        np.take(dictionary, support[:, j], axis=0, out=atoms, mode="clip")  # indices are valid; unbuffered
-        atoms *= values[:, j, None]
-        out += atoms
-    return out
+    """Σ_j values[:, j]·D[support[:, j]] as a sparse (n, n_atoms) by dense product: memory
+    O(n·dim), never an (n, k, dim) gather, and each row summed in j order, as a loop would."""
+    n, k = support.shape
+    codes = scipy.sparse.csr_array((values.ravel(), support.ravel(), np.arange(0, n * k + 1, k)),
+                                   shape=(n, len(dictionary)))
+    return codes @ dictionary
 
 
 def sparse_sample(n: int, rng, dictionary: np.ndarray, group_size: int, k: int, cooccur: float) -> tuple:

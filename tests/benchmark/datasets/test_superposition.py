@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from benchmark.datasets import build_dataset
+from benchmark.datasets.superposition import GROUP_RETRIES, mix, sparse_supports
 from benchmark.errors import UserError
 
 SMALL = dict(kind="superposition", n_atoms=256, dim=64, n_train=500, n_test=300)
@@ -69,6 +70,41 @@ def test_rho_zero_makes_groups_orthogonal_but_not_the_dictionary():
     gram = (atoms @ atoms.T).numpy()
     assert np.abs(gram[:4, :4] - np.eye(4)).max() < TOL  # one group: orthonormal
     assert np.abs(gram[:4, 4:]).max() > 0.1  # across groups: superposed
+
+
+def one_row_at_a_time(n, n_atoms, group_size, k, cooccur, rng):
+    """The supports' definition, written plainly: every try draws for all n rows, and a row takes
+    its try's candidate while it has none that is free (the sampler works only on those rows)."""
+    support = np.empty((n, k), dtype=np.int64)
+    support[:, 0] = rng.integers(n_atoms, size=n)
+    for j in range(1, k):
+        chosen, from_group, attempt = np.full(n, -1), rng.random(n) < cooccur, 0
+        while (chosen < 0).any():
+            anchor_pick, partner_pick, uniform = (rng.integers(j, size=n), rng.integers(group_size, size=n),
+                                                  rng.integers(n_atoms, size=n))
+            for row in np.flatnonzero(chosen < 0):
+                anchor = support[row, anchor_pick[row]]
+                partner = anchor // group_size * group_size + partner_pick[row]
+                candidate = partner if from_group[row] and attempt < GROUP_RETRIES else uniform[row]
+                if candidate not in support[row, :j]:
+                    chosen[row] = candidate
+            attempt += 1
+        support[:, j] = chosen
+    return support
+
+
+@pytest.mark.parametrize("n, n_atoms, k, cooccur", [(300, 64, 8, 0.5), (50, 16, 8, 0.9), (200, 256, 3, 0.0)])
+def test_supports_are_the_definitions_draws_and_mix_is_the_codes_product(n, n_atoms, k, cooccur):
+    support = sparse_supports(n, n_atoms, 4, k, cooccur, np.random.default_rng(7))
+    assert np.array_equal(support, one_row_at_a_time(n, n_atoms, 4, k, cooccur, np.random.default_rng(7)))
+    assert not np.array_equal(support, one_row_at_a_time(n, n_atoms, 4, k, cooccur, np.random.default_rng(8)))
+    assert all(len(set(row)) == k for row in support)
+    rng = np.random.default_rng(0)
+    values, dictionary = rng.uniform(0.5, 1.5, size=support.shape), rng.standard_normal((n_atoms, 12))
+    codes = np.zeros((n, n_atoms))
+    np.put_along_axis(codes, support, values, axis=1)
+    assert np.allclose(mix(support, values, dictionary), codes @ dictionary, rtol=0, atol=1e-12)
+    assert not np.allclose(mix(support, values[:, ::-1], dictionary), codes @ dictionary)
 
 
 @pytest.mark.parametrize("params, message", [
