@@ -8,9 +8,9 @@
 # dimensions, K = 8,192, 100,000 samples, batch 1,024): every stackable variant on seed 0 with
 # the controls, correlated_recovery; how many models converge within the preset's cap, and
 # where the time goes. No ground_truth: it scores with sae_lens, which the device image lacks
-# and which is too large to carry. No twins: there each model's evaluation costs more than its
-# training. The training stream is made on the CPU, one thread per cell, and on a GPU it is what
-# a step waits for, so the variants' stacks run as 7 jobs side by side (JOBS).
+# and which is too large to carry. No twins: each adds an evaluation (~10 s there), and the run
+# must fit one call. The training stream is made on the CPU, one thread per cell, and on a GPU
+# it is what a step waits for, so the variants' stacks run as 7 jobs side by side (JOBS).
 # Outputs under $OUT (or /tmp). Pure-Python packages the device image lacks travel in .gpu_site
 # (scripts/gpu_full_whitened8.sh says how to make it).
 set -uo pipefail
