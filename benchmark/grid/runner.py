@@ -64,6 +64,7 @@ class RunOptions:
     results_name: str = "results.csv"  # the file under out_dir (the budget check writes results-2x.csv)
     stack: bool = True  # train each sweep of a stackable variant as one stacked model
     twins: bool = True  # every trainable variant's untrained twin runs beside it (benchmark/grid/twins.py)
+    same_data_twins: bool = True  # stability's same-data twin on its headline dataset (grid/seed_pass.py)
 
 
 DEFAULT_CELL_TIMEOUT = 600.0
@@ -624,8 +625,9 @@ BUDGET_RESULTS = "results-2x.csv"  # beside results.csv: the budget check's re-t
 
 def budget_check_options(options: RunOptions) -> RunOptions | None:
     """The re-run that checks a run's headline verdicts against longer training (the preset's
-    `budget_check`: `length` x the training, on its first `seeds` seeds): each selected task on
-    its headline dataset only, written to results-2x.csv beside results.csv. A run narrowed
+    `budget_check`: `length` x the training, on its first `seeds` seeds, and at least two where a
+    task that compares seeds has its headline): each selected task on its headline dataset only,
+    written to results-2x.csv beside results.csv. A run narrowed
     with --dataset checks only the headlines among its datasets (it did not train the others).
     None when the preset asks for none, or no headline is in the run."""
     preset = options.preset
@@ -635,13 +637,17 @@ def budget_check_options(options: RunOptions) -> RunOptions | None:
     tasks = [t for t, name in headline.items() if not options.datasets or name in options.datasets]
     if not tasks:
         return None
+    # A task that compares seeds (stability) needs two of them at 2x: their one pair.
+    compared = {headline[t] for t in tasks if get_task(t).across_seeds}
+    count = {name: max(preset.budget_check["seeds"], 2 if name in compared else 1) for name in preset.datasets}
     narrowed = dataclasses.replace(preset, tasks={t: dict(preset.tasks[t], datasets=[headline[t]]) for t in tasks},
-                                   datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
-                                                        [: preset.budget_check["seeds"]])
+                                   datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))[: count[name]])
                                              for name, entry in preset.datasets.items()})
     # Twins do not train: their 2x reading is their 1x one (the budget check takes it from there).
+    # Nor does stability's same-data twin: it gives same_data_mcc, not the headline pairwise_mcc.
     return dataclasses.replace(options, preset=narrowed, tasks=tasks, seeds=None, datasets=None, twins=False,
-                               length=preset.budget_check["length"], results_name=BUDGET_RESULTS)
+                               same_data_twins=False, length=preset.budget_check["length"],
+                               results_name=BUDGET_RESULTS)
 
 
 @dataclass

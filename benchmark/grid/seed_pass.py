@@ -5,7 +5,7 @@ cannot run inside one cell: after the grid, every seed's model is loaded from th
 (the grid trained it; a model the grid did not need is trained here), and on the task's headline
 dataset the first seed's *same-data twin* is trained too (the same variant, setting and data
 stream, initialised from seed + the task's INIT_OFFSET; a stackable sweep's twins train as one
-stack). Rows stay per (variant, setting, dataset, seed), each at its own model's L0, with a config
+stack), except in the budget check's 2x run, which needs the headline only. Rows stay per (variant, setting, dataset, seed), each at its own model's L0, with a config
 hash that also covers the run's seed set. With fewer than two seeds the rows are `skipped` with
 the reason.
 """
@@ -35,7 +35,8 @@ def seed_task_rows(runner, finished: set[str]):
             if dataset not in runner.dataset_names:
                 continue
             for variant in runner.variants:
-                yield from _variant_rows(runner, task, variant, dataset, dataset == headline, finished)
+                yield from _variant_rows(runner, task, variant, dataset,
+                                         dataset == headline and runner.options.same_data_twins, finished)
 
 
 def _variant_rows(runner, task, variant: str, dataset: str, with_twin: bool, finished: set[str]):

@@ -13,7 +13,12 @@ Rules:
   with ok rows of the headline metric in both). Every seed draws its own data (crops, splits), so
   comparing a 2x run of seed 0 with the 1x mean over seeds 0-2 would mix the training length with
   the data draw; the 1x side is therefore re-read on the shared seeds, and equals the published
-  summary when the 2x run has every seed.
+  summary when the 2x run has every seed. A check reads at most the preset's budget-check seeds:
+  a task that compares seeds (stability) needs two at 2x, so its headline dataset has two there,
+  and the other tasks on that dataset still read the first. Stability itself reads the first of
+  its two: two seeds are one pair, and both rows hold that pair's value. Its 2x value then
+  matches seed 0's dictionary with seed 1's alone, where its 1x value averages seed 0's matches
+  with every other seed: the same quantity, estimated from fewer pairs.
 - **Noise.** With two or more shared seeds, each side is judged by the paired test of
   `benchmark.report.paired` (per-seed differences on the shared seeds). With one shared seed (the
   default's check) no paired test exists, and both sides use the one-seed rule: a difference is
@@ -281,11 +286,22 @@ def margin_text(a: str, b: str, entries_1x: list[Entry], entries_2x: list[Entry]
             + "".join(f", {bar}" for bar in dict.fromkeys(bars)))
 
 
+def compared_seeds(shared: set[str], max_seeds: int | None, across_seeds: bool) -> set[str]:
+    """The shared seeds a check reads: the first `max_seeds` (the preset's budget-check seeds; a
+    dataset may have more at 2x for a task that compares seeds), and for such a task (stability)
+    the first of two, since two seeds make one pair and both rows hold its value."""
+    ordered = sorted(shared, key=_seed_order)
+    if across_seeds and len(ordered) == 2:
+        ordered = ordered[:1]
+    return set(ordered if max_seeds is None else ordered[:max_seeds])
+
+
 def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, task: str, dataset: str,
-                   metric: str, l0: float, higher: bool) -> BudgetCheck:
+                   metric: str, l0: float, higher: bool, max_seeds: int | None = None,
+                   across_seeds: bool = False) -> BudgetCheck:
     """The budget check of one headline (task, dataset, metric at L0 `l0`). Both frames as the
     leaderboard reads them (one preset, newest suite, latest runs); `results_2x` None when the
-    run has no 2x file."""
+    run has no 2x file. `max_seeds` and `across_seeds`: compared_seeds."""
     base = dict(task=task, dataset=dataset, metric=metric, l0=float(l0), higher_is_better=bool(higher))
     seeds_1x = _seeds(results_1x, task, dataset, metric)
     base["seeds_1x"] = tuple(sorted(seeds_1x, key=_seed_order))
@@ -294,7 +310,7 @@ def check_headline(results_1x: pd.DataFrame, results_2x: pd.DataFrame | None, ta
     seeds_2x = _seeds(results_2x, task, dataset, metric)
     if not seeds_2x:
         return BudgetCheck(**base, reason="no 2x rows for this headline")
-    shared = seeds_1x & seeds_2x
+    shared = compared_seeds(seeds_1x & seeds_2x, max_seeds, across_seeds)
     if not shared:
         return BudgetCheck(**base, reason="the 2x rows share no seed with the 1x rows")
     full_1x = matched_entries(results_1x, task, dataset, metric, l0)
