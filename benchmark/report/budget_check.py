@@ -110,6 +110,19 @@ class BudgetCheck:
         return STABLE if self.stable else f"{NOT_STABLE}: {self.changes_text}"
 
     @property
+    def largest_move(self) -> tuple[str, float] | None:
+        """(variant, its 2x mean minus its 1x mean) for the variant whose mean moved most on the
+        compared seeds; None unchecked or with no variant at both. A verdict can hold while the
+        values still move (every variant gaining alike): this says how far they did."""
+        if not self.checked:
+            return None
+        both = [v for v, kind in self.at_1x.kinds.items() if kind == "variant" and v in self.at_2x.means]
+        if not both:
+            return None
+        name = max(both, key=lambda v: (abs(self.at_2x.means[v] - self.at_1x.means[v]), v))
+        return name, self.at_2x.means[name] - self.at_1x.means[name]
+
+    @property
     def changes_text(self) -> str:
         """What changed, then the margins that decided it in square brackets."""
         return "; ".join(self.changes) + (f" [{'; '.join(self.margins)}]" if self.margins else "")
@@ -342,6 +355,12 @@ def tau_text(check: BudgetCheck) -> str:
     if check.tau is None:
         return f"n/a ({check.tau_entries})"
     return ("n/a" if math.isnan(check.tau) else f"{check.tau:.2f}") + f" ({check.tau_entries})"
+
+
+def move_text(check: BudgetCheck) -> str:
+    """"+0.055 (dense)": the largest move of a variant's mean from 1x to 2x."""
+    move = check.largest_move
+    return "—" if move is None else f"{move[1]:+.3g} ({move[0]})"
 
 
 def seeds_text(check: BudgetCheck) -> str:

@@ -312,9 +312,13 @@ class Leaderboard:
                   "read on the seeds the two runs share (the 1x column equals the summary when 2x has every seed), "
                   "each with the paired test over those seeds; on one shared seed, a difference is beyond noise "
                   "when it exceeds the 5% t quantile times that pair's per-seed spread in the full 1x comparison. "
+                  "A task that compares seeds (stability) is re-trained on two seeds, one pair, and read on the first "
+                  "seed's row: at 2x its match with the second seed, at 1x the mean of its matches with every other. "
                   f"Tied first: rank 1 (nothing better beyond noise), controls included. Beats controls: {BEATS} at that budget. "
                   "Kendall τ (τ-b) of the 1x and 2x means, over the variants and controls reached at both (how "
-                  "many in brackets). Stable: the tied-first and beats-controls sets are the same at both budgets. "
+                  "many in brackets). Largest move: the variant whose mean moved most from 1x to 2x, and by how much "
+                  "(a verdict can hold while every value still rises). "
+                  "Stable: the tied-first and beats-controls sets are the same at both budgets. "
                   "Beside a verdict that changed, in square brackets: the comparisons that decided it, the lead "
                   "at each budget and the bar it had to pass (a lead at the bar's edge is noise at its edge, "
                   "not a reordering).")
@@ -322,7 +326,7 @@ class Leaderboard:
         for task, dataset, target, _, _ in self.headlines():
             check = self.budget_checks()[task.name]
             if not check.checked:
-                rows.append([f"`{task.name}`", dataset, f"{target:g}", *["—"] * 6, budget_check.NO_CHECK])
+                rows.append([f"`{task.name}`", dataset, f"{target:g}", *["—"] * 7, budget_check.NO_CHECK])
                 continue
             kinds = {**check.at_2x.kinds, **check.at_1x.kinds}
             verdict = budget_check.STABLE if check.stable else f"**{budget_check.NOT_STABLE}:** {check.changes_text}"
@@ -331,9 +335,10 @@ class Leaderboard:
                          budget_check.names(check.at_2x.tied_first, kinds),
                          budget_check.names(check.at_1x.beats_controls, kinds),
                          budget_check.names(check.at_2x.beats_controls, kinds),
-                         budget_check.tau_text(check), budget_check.seeds_text(check), verdict])
+                         budget_check.tau_text(check), budget_check.move_text(check),
+                         budget_check.seeds_text(check), verdict])
         header = ["task", "dataset", "L0", "1x tied first", "2x tied first", "1x beats controls",
-                  "2x beats controls", "Kendall τ (entries)", "seeds at 2x", "verdict"]
+                  "2x beats controls", "Kendall τ (entries)", "largest move", "seeds at 2x", "verdict"]
         return title + legend + "\n\n" + markdown_table(header, rows)
 
     def eval_noise_section(self) -> str:

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from benchmark.report.budget_check import (NO_CHECK, STABLE, beating_controls, check_headline, check_headlines,
-                                    tied_first)
+                                           move_text, tied_first)
 from benchmark.report.matched import Entry, beats_controls, matched_entries, noise_ranks
 from benchmark.results import RunInfo, make_rows
 
@@ -182,3 +182,19 @@ def test_a_run_narrowed_to_some_datasets_checks_only_their_headlines():
     narrowed = budget_check_options(RunOptions(preset=preset, datasets=["prompts"]))
     assert narrowed.tasks == ["composition"] and narrowed.preset.task_datasets("composition") == ["prompts"]
     assert budget_check_options(RunOptions(preset=preset, datasets=["correlated-rho0.0"])) is None
+
+
+def test_the_largest_move_names_the_variant_whose_mean_moved_most():
+    # Every variant gains at 2x and the order holds: stable, yet relu's mean rose by 0.05.
+    at_2x = comparison({"topk": 0.82, "relu": 0.75, "pca": 0.60}, info=INFO_2X)
+    check = check_headline(comparison(ONE_X), at_2x, *HEADLINE)
+    assert check.stable
+    name, move = check.largest_move
+    assert name == "relu" and move == pytest.approx(0.05)
+    assert move_text(check) == "+0.05 (relu)"
+    # The control moves too (-0.05 would be the largest), but only variants are read.
+    lower_control = comparison({"topk": 0.81, "relu": 0.70, "pca": 0.55}, info=INFO_2X)
+    assert check_headline(comparison(ONE_X), lower_control, *HEADLINE).largest_move[0] == "topk"
+    same = check_headline(comparison(ONE_X), comparison(ONE_X, info=INFO_2X), *HEADLINE)
+    assert same.largest_move[1] == pytest.approx(0.0)
+    assert check_headline(comparison(ONE_X), None, *HEADLINE).largest_move is None

@@ -134,8 +134,8 @@ def test_identical_results_at_2x_are_stable(tmp_path):
     text = write_leaderboard(path, tmp_path / "board.md", tmp_path / "plots").read_text()
     assert budget_line(text).endswith("; stable at 2x budget")
     # topk first and beating pca at both budgets; τ over topk, relu and pca (mp never reaches 16).
-    assert budget_row(text) == ("| `reconstruction` | digits8 | 16 | topk | topk | topk | topk | 1.00 (3) | 3 "
-                                "| stable at 2x budget |")
+    assert budget_row(text) == ("| `reconstruction` | digits8 | 16 | topk | topk | topk | topk | 1.00 (3) | +0 (topk) "
+                                "| 3 | stable at 2x budget |")
 
 
 def test_a_flip_at_2x_is_named_in_the_summary_and_the_budget_table(tmp_path):
