@@ -641,7 +641,8 @@ def budget_check_options(options: RunOptions) -> RunOptions | None:
     compared = {headline[t] for t in tasks if get_task(t).across_seeds}
     count = {name: max(preset.budget_check["seeds"], 2 if name in compared else 1) for name in preset.datasets}
     narrowed = dataclasses.replace(preset, tasks={t: dict(preset.tasks[t], datasets=[headline[t]]) for t in tasks},
-                                   datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))[: count[name]])
+                                   datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
+                                                        [: count[name]])
                                              for name, entry in preset.datasets.items()})
     # Twins do not train: their 2x reading is their 1x one (the budget check takes it from there).
     # Nor does stability's same-data twin: it gives same_data_mcc, not the headline pairwise_mcc.

@@ -5,9 +5,9 @@ cannot run inside one cell: after the grid, every seed's model is loaded from th
 (the grid trained it; a model the grid did not need is trained here), and on the task's headline
 dataset the first seed's *same-data twin* is trained too (the same variant, setting and data
 stream, initialised from seed + the task's INIT_OFFSET; a stackable sweep's twins train as one
-stack), except in the budget check's 2x run, which needs the headline only. Rows stay per (variant, setting, dataset, seed), each at its own model's L0, with a config
-hash that also covers the run's seed set. With fewer than two seeds the rows are `skipped` with
-the reason.
+stack), except in the budget check's 2x run, which needs the headline only. Rows stay per
+(variant, setting, dataset, seed), each at its own model's L0, with a config hash that also
+covers the run's seed set. With fewer than two seeds the rows are `skipped` with the reason.
 """
 import math
 from dataclasses import dataclass

@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from benchmark.config import parse_preset
-from benchmark.grid.runner import Cell, RunOptions, Runner
+from benchmark.grid.runner import Cell, RunOptions, Runner, budget_check_options
+from benchmark.report.budget_check import compared_seeds
+from benchmark.report.leaderboard import Leaderboard
+from benchmark.report.reporting import run_and_report
 from benchmark.training.loop import TrainedModel
 from tasks.stability import MATCH_THRESHOLD, Stability, match_dictionaries, unit_atoms
 from tests.benchmark._runs import run_preset
@@ -117,32 +120,24 @@ def test_the_budget_check_re_trains_two_seeds_for_stability_and_no_same_data_twi
     """Stability compares seeds, so its headline dataset gets two seeds at 2x (one pair), and its
     same-data twin, which gives no headline, is not trained again; the check reads the pair on the
     first seed's row, and sparsity, on the same dataset, still reads its one budget seed."""
-    from benchmark.grid.runner import budget_check_options
-    from benchmark.report.reporting import run_and_report
-
     options = RunOptions(preset=parse_preset(BUDGET_PRESET, "test", "test"), variants=["topk"], out_dir=tmp_path,
                          progress=False, isolate=False)
     budget = budget_check_options(options)
     assert budget.preset.seeds_for("digits8") == [0, 1] and not budget.same_data_twins
-    board = tmp_path / "board.md"
-    assert run_and_report(Runner(options), board, Runner(budget), options.preset) == 0
+    assert run_and_report(Runner(options), tmp_path / "board.md", Runner(budget), options.preset) == 0
     at_2x = pd.read_csv(tmp_path / "results-2x.csv")
     stability = at_2x[(at_2x.task == "stability") & (at_2x.variant == "topk")]
     assert (stability.status == "ok").all() and set(stability.seed) == {0, 1}
     assert set(stability.metric) == {"pairwise_mcc", "matched_frac"}  # no same-data twin at 2x
     pair = stability[stability.metric == "pairwise_mcc"].groupby(["setting", "seed"]).value.first().unstack()
-    assert list(pair[0]) == pytest.approx(list(pair[1]), rel=1e-9)  # two seeds, one pair: both rows hold its value
-    from benchmark.report.leaderboard import Leaderboard
-    board = Leaderboard(pd.read_csv(tmp_path / "results.csv"), "test", board, tmp_path / "plots", at_2x,
-                        options.preset)
-    checks = board.budget_checks()
+    assert list(pair[0]) == pytest.approx(list(pair[1]), rel=1e-9)  # two seeds, one pair: both rows hold it
+    checks = Leaderboard(pd.read_csv(tmp_path / "results.csv"), "test", tmp_path / "board.md", tmp_path / "plots",
+                         at_2x, options.preset).budget_checks()
     assert checks["stability"].checked and checks["stability"].seeds == ("0",)
     assert checks["sparsity"].checked and checks["sparsity"].seeds == ("0",)  # not both of digits8's 2x seeds
 
 
 def test_a_check_reads_at_most_the_budget_seeds_and_one_row_of_a_pair():
-    from benchmark.report.budget_check import compared_seeds
-
     assert compared_seeds({"0", "1", "2"}, None, False) == {"0", "1", "2"}
     assert compared_seeds({"2", "0", "1"}, 1, False) == {"0"}
     assert compared_seeds({"0", "1"}, None, True) == {"0"}  # two seeds are one pair
