@@ -323,11 +323,14 @@ class Leaderboard:
                   "Beside a verdict that changed, in square brackets: the comparisons that decided it, the lead "
                   "at each budget and the bar it had to pass (a lead at the bar's edge is noise at its edge, "
                   "not a reordering).")
+        header = ["task", "dataset", "L0", "1x tied first", "2x tied first", "1x beats controls",
+                  "2x beats controls", "Kendall τ (entries)", "largest move", "seeds at 2x", "verdict"]
         rows = []
         for task, dataset, target, _, _ in self.headlines():
             check = self.budget_checks()[task.name]
-            if not check.checked:
-                rows.append([f"`{task.name}`", dataset, f"{target:g}", *["—"] * 7, budget_check.NO_CHECK])
+            if not check.checked:  # a dash in every column between the headline and the verdict
+                rows.append([f"`{task.name}`", dataset, f"{target:g}", *["—"] * (len(header) - 4),
+                             budget_check.NO_CHECK])
                 continue
             kinds = {**check.at_2x.kinds, **check.at_1x.kinds}
             verdict = budget_check.STABLE if check.stable else f"**{budget_check.NOT_STABLE}:** {check.changes_text}"
@@ -338,8 +341,6 @@ class Leaderboard:
                          budget_check.names(check.at_2x.beats_controls, kinds),
                          budget_check.tau_text(check), budget_check.move_text(check),
                          budget_check.seeds_text(check), verdict])
-        header = ["task", "dataset", "L0", "1x tied first", "2x tied first", "1x beats controls",
-                  "2x beats controls", "Kendall τ (entries)", "largest move", "seeds at 2x", "verdict"]
         return title + legend + "\n\n" + markdown_table(header, rows)
 
     def eval_noise_section(self) -> str:
