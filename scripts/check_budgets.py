@@ -4,7 +4,7 @@ and compare its wall time with the budget. Exit 1 when a preset is over its budg
 failed, so CI can use it.
 
     python scripts/check_budgets.py              # smoke (60 s)
-    python scripts/check_budgets.py --default    # smoke, then default (budget 30 min; ~43-54 estimated)
+    python scripts/check_budgets.py --default    # smoke, then default (budget 30 min; ~38-48 estimated)
     python scripts/check_budgets.py --default --default-out results   # ... publishing the default run
 
 The budgets are for 2 CPU cores with nothing else running; on a busy machine the wall time is

@@ -36,7 +36,7 @@ from benchmark.submission import (canonical_spec, is_external, load_variant_conf
 from benchmark.task import NotScorable, get_task
 from benchmark.training.stacking import group_key, is_stackable
 from benchmark.training.loop import Fork, ModelCache, TrainedModel, train_model, train_models, untrained
-from benchmark.grid.twins import KEEP_TOP, is_twin, twin_name
+from benchmark.grid.twins import KEEP_TOP, is_k_sparse, is_twin, twin_name
 
 
 @dataclass
@@ -330,7 +330,10 @@ class Runner:
         if (budget is None or cell.dataset not in budget.dataset_names or cell.variant not in budget.variant_specs
                 or cell.seed not in budget.seeds_for(cell.dataset)):
             return None
-        longer = budget.planner.model_spec(cell, self.datasets[cell.dataset, cell.seed])
+        dataset = self.datasets[cell.dataset, cell.seed]
+        if cell.setting not in budget.planner.settings(cell.variant, dataset):  # a k it skips: bracketing_sweep
+            return None
+        longer = budget.planner.model_spec(cell, dataset)
         if ((longer.variant, longer.n_latents, longer.hparams, longer.seed) != (spec.variant, spec.n_latents, spec.hparams, spec.seed)
                 or dataclasses.replace(longer.train, length=spec.train.length) != spec.train):
             return None
@@ -642,13 +645,37 @@ def budget_check_options(options: RunOptions) -> RunOptions | None:
     count = {name: max(preset.budget_check["seeds"], 2 if name in compared else 1) for name in preset.datasets}
     narrowed = dataclasses.replace(preset, tasks={t: dict(preset.tasks[t], datasets=[headline[t]]) for t in tasks},
                                    datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
-                                                        [: count[name]])
+                                                        [: count[name]],
+                                                        variants=headline_sweeps(preset, name))
                                              for name, entry in preset.datasets.items()})
     # Twins do not train: their 2x reading is their 1x one (the budget check takes it from there).
     # Nor does stability's same-data twin: it gives same_data_mcc, not the headline pairwise_mcc.
     return dataclasses.replace(options, preset=narrowed, tasks=tasks, seeds=None, datasets=None, twins=False,
                                same_data_twins=False, length=preset.budget_check["length"],
                                results_name=BUDGET_RESULTS)
+
+
+def headline_sweeps(preset: Preset, dataset: str) -> dict[str, dict]:
+    """`dataset`'s variant entries for the budget check: each k-sparse variant's sweep cut to the
+    settings its headline L0 is read from (`bracketing_sweep`); the other variants' as they are."""
+    entries = {name: dict(entry or {}) for name, entry in (preset.datasets[dataset].get("variants") or {}).items()}
+    for name in sorted(set(preset.variants) | set(entries)):
+        sweep = preset.sweep(name, dataset)
+        if name in VARIANTS and is_k_sparse(VARIANTS.get(name)) and all("k" in s for s in sweep):
+            entries[name] = dict(entries.get(name, {}), sweep=bracketing_sweep(sweep, preset.headline_l0(dataset)))
+    return entries
+
+
+def bracketing_sweep(sweep: list[dict], target: float) -> list[dict]:
+    """The settings of a k-sparse sweep that a reading at L0 `target` comes from: the largest k
+    below it, a k equal to it, and the smallest k above it. Such a model's L0 stays near its k
+    (topk and mp at most k; batchtopk's threshold drifts up to ~35% above it), and a sweep's ks
+    are about twice apart, so the two neighbours bracket the target at either budget. The other
+    settings would train at 2x for readings the check never makes (mp's cost grows with k). A
+    bracket that still fails shows as "not reached at 2x" in the check, never as a silent gap."""
+    ks = sorted({s["k"] for s in sweep})
+    keep = set([k for k in ks if k < target][-1:] + [k for k in ks if k == target] + [k for k in ks if k > target][:1])
+    return [s for s in sweep if s["k"] in keep]
 
 
 @dataclass

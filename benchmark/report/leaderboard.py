@@ -308,7 +308,10 @@ class Leaderboard:
             return title + (f"No `results-2x.csv` beside the results: {budget_check.NO_CHECK} (each task's headline "
                             "comparison re-trained at 2x the training length).")
         legend = ("Each task's headline comparison re-trained at 2x the training length (`results-2x.csv`), "
-                  "against the same comparison at 1x; these rows enter no other table or figure. Both budgets are "
+                  "against the same comparison at 1x; these rows enter no other table or figure. A variant whose L0 is "
+                  "its k (topk, batchtopk, matryoshka, mp) is re-trained only at the ks that bracket the headline L0 "
+                  "(the largest below it, one equal, the smallest above): its reading there needs no other. "
+                  "Both budgets are "
                   "read on the seeds the two runs share (the 1x column equals the summary when 2x has every seed), "
                   "each with the paired test over those seeds; on one shared seed, a difference is beyond noise "
                   "when it exceeds the 5% t quantile times that pair's per-seed spread in the full 1x comparison. "

@@ -101,3 +101,23 @@ def test_the_budget_check_loads_the_longer_models_the_grid_forked(tmp_path, monk
     assert (forked["steps"] == apart["steps"]).all() and (forked["steps"] > once["steps"]).all()
     for (key, a), b in zip(forked["value"].items(), apart["value"]):
         assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4), key
+
+
+def test_the_budget_check_trains_only_the_k_settings_its_headline_reads(tmp_path, monkeypatch):
+    """topk's L0 is its k: at headline L0 3, a sweep k 1, 2, 4, 8 is read from k 2 and 4 alone, so
+    the grid forks only those two into 2x models (relu's L0 is learned: all its settings go on)."""
+    import benchmark.grid.runner as runner
+
+    forked = []
+    real_train_models = runner.train_models
+    monkeypatch.setattr(runner, "train_models", lambda models, *a, forks=(), **k:
+                        forked.append(len(forks)) or real_train_models(models, *a, forks=forks, **k))
+    path = preset(tmp_path, budget_check=True)
+    path.write_text(path.read_text().replace("sweep: [{k: 2}, {k: 4}]", "sweep: [{k: 1}, {k: 2}, {k: 4}, {k: 8}]"))
+    args = ["--variant", "relu", "topk", "--no-controls", "--no-twins", "--in-process"]
+    assert run(tmp_path / "out", path, *args) == 0
+    assert sorted(forked) == [2, 2]  # relu's 2 settings, topk's 2 of 4; seed 0's
+    at_2x = rows(tmp_path / "out", "results-2x.csv")
+    settings = at_2x.index.droplevel(["seed", "metric"]).unique()
+    assert sorted(settings) == [("relu", "l1_coeff=0.05"), ("relu", "l1_coeff=0.4"), ("topk", "k=2"), ("topk", "k=4")]
+    assert len(rows(tmp_path / "out").index.droplevel(["seed", "metric"]).unique()) == 6  # 1x: every setting

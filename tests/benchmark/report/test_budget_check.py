@@ -198,3 +198,29 @@ def test_the_largest_move_names_the_variant_whose_mean_moved_most():
     same = check_headline(comparison(ONE_X), comparison(ONE_X, info=INFO_2X), *HEADLINE)
     assert same.largest_move[1] == pytest.approx(0.0)
     assert check_headline(comparison(ONE_X), None, *HEADLINE).largest_move is None
+
+
+def test_a_k_sparse_sweep_is_cut_to_the_settings_that_bracket_the_headline():
+    from benchmark.grid.runner import bracketing_sweep
+
+    sweep = [{"k": 6}, {"k": 12}, {"k": 24}, {"k": 48}]
+    assert bracketing_sweep(sweep, 16.0) == [{"k": 12}, {"k": 24}]
+    assert bracketing_sweep(sweep, 12.0) == [{"k": 6}, {"k": 12}, {"k": 24}]  # its L0 may end either side
+    assert bracketing_sweep(sweep, 4.0) == [{"k": 6}]  # below every k: the 1x run did not reach it either
+    assert bracketing_sweep(sweep, 60.0) == [{"k": 48}]
+
+
+def test_the_budget_check_keeps_every_penalty_setting_and_a_variants_own_entry():
+    """On the default preset: mp's prompts entry keeps its own learning rate with its cut sweep;
+    relu (an L1 penalty: its L0 is learned, and moves with training) keeps all four settings."""
+    from benchmark.config import load_preset
+    from benchmark.grid.runner import RunOptions, budget_check_options
+
+    preset = load_preset("default")
+    narrowed = budget_check_options(RunOptions(preset=preset)).preset
+    assert narrowed.sweep("mp", "prompts") == [{"k": 6}, {"k": 12}]
+    assert narrowed.train_settings("mp", "prompts") == preset.train_settings("mp", "prompts")
+    assert narrowed.sweep("topk", "minilm") == [{"k": 12}, {"k": 24}]
+    assert narrowed.sweep("relu", "minilm") == preset.sweep("relu", "minilm")
+    assert narrowed.settings("batchtopk", "synth") == {
+        label: s for label, s in preset.settings("batchtopk", "synth").items() if label != "k=12"}
