@@ -1,11 +1,12 @@
 """Does the headline verdict hold at twice the training? (the leaderboard's budget check)
 
 A published run also re-trains each task's headline comparison (its headline dataset, every
-variant and control, every sweep setting whose reading the headline L0 can need, at least one seed) at 2x the training length and writes
-those rows to `results-2x.csv` beside `results.csv`, same schema, same preset. The functions here
-compare the two, headline by headline, with the matched-L0 readings and the noise rules of
-`benchmark.report.matched` and `benchmark.report.paired`; they never touch the leaderboard's other tables (the 2x rows live in another
-frame, so they cannot enter them).
+variant and control, every sweep setting the reading at the headline L0 can need, at least one
+seed) at 2x the training length and writes those rows to `results-2x.csv` beside `results.csv`,
+same schema, same preset. The functions here compare the two, headline by headline, with the
+matched-L0 readings and the noise rules of `benchmark.report.matched` and
+`benchmark.report.paired`; they never touch the leaderboard's other tables (the 2x rows live in
+another frame, so they cannot enter them).
 
 Rules:
 
