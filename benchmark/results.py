@@ -164,6 +164,8 @@ def read_results(path: Path) -> pd.DataFrame:
                                "step_cap": str, "higher_is_better": str})
     if "schema_version" not in frame.columns:
         raise UserError(f"{path} is not a results file (no schema_version column)")
+    if frame.empty and not set(COLUMNS) - set(frame.columns):  # the header alone: a file with no rows yet
+        return pd.DataFrame(columns=COLUMNS)
     versions = set(pd.to_numeric(frame["schema_version"], errors="coerce"))
     if versions == {1}:
         return migrate_v1(frame)

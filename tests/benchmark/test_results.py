@@ -104,6 +104,20 @@ def test_a_file_of_an_unknown_schema_version_is_refused_with_one_line(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_a_header_without_rows_is_an_empty_results_file(tmp_path):
+    # e.g. results-2x.csv emptied by hand to regenerate it: the next run writes into it.
+    from benchmark.errors import UserError
+
+    path = tmp_path / "results.csv"
+    path.write_text(",".join(COLUMNS) + "\n")
+    assert read_results(path).empty and list(read_results(path).columns) == COLUMNS
+    ResultsFile(path).write(rows("h1", 3.0))
+    assert read_results(path)["value"].tolist() == [3.0, 6.0]
+    path.write_text(",".join(c for c in COLUMNS if c != "value") + "\n")  # a column missing: refused
+    with pytest.raises(UserError, match="schema version"):
+        read_results(path)
+
+
 def test_git_commit_is_marked_dirty_by_code_changes_but_not_by_results(tmp_path):
     import subprocess
 
