@@ -36,7 +36,7 @@ from benchmark.submission import (canonical_spec, is_external, load_variant_conf
 from benchmark.task import NotScorable, get_task
 from benchmark.training.stacking import group_key, is_stackable
 from benchmark.training.loop import Fork, ModelCache, TrainedModel, train_model, train_models, untrained
-from benchmark.grid.twins import KEEP_TOP, is_k_sparse, is_twin, twin_name
+from benchmark.grid.twins import KEEP_TOP, is_twin, k_sparse_variants, twin_name
 
 
 @dataclass
@@ -659,9 +659,10 @@ def headline_sweeps(preset: Preset, dataset: str) -> dict[str, dict]:
     """`dataset`'s variant entries for the budget check: each k-sparse variant's sweep cut to the
     settings its headline L0 is read from (`bracketing_sweep`); the other variants' as they are."""
     entries = {name: dict(entry or {}) for name, entry in (preset.datasets[dataset].get("variants") or {}).items()}
+    k_sparse = set(k_sparse_variants())
     for name in sorted(set(preset.variants) | set(entries)):
         sweep = preset.sweep(name, dataset)
-        if name in VARIANTS and is_k_sparse(VARIANTS.get(name)) and all("k" in s for s in sweep):
+        if name in k_sparse and all("k" in s for s in sweep):
             entries[name] = dict(entries.get(name, {}), sweep=bracketing_sweep(sweep, preset.headline_l0(dataset)))
     return entries
 

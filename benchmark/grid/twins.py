@@ -18,6 +18,8 @@ Its sparsity:
 """
 import inspect
 
+from benchmark.registry import VARIANTS
+
 TWIN_SUFFIX = "-untrained"
 KEEP_TOP = "keep_top"  # a penalty-based twin's setting: the codes it keeps per sample
 
@@ -40,6 +42,11 @@ def is_k_sparse(cls) -> bool:
     """Whether the variant's sparsity is a constructor argument `k` (its twin is then as sparse
     as its trained self) rather than learned from a penalty."""
     return "k" in inspect.signature(cls).parameters
+
+
+def k_sparse_variants() -> list[str]:
+    """The registered variants whose sparsity is their `k` (is_k_sparse), by name."""
+    return [name for name in VARIANTS.names() if is_k_sparse(VARIANTS.get(name))]
 
 
 def keep_top_levels(l0_targets) -> list[int]:

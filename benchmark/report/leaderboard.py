@@ -28,7 +28,7 @@ from benchmark.report.paired import LEVEL
 from benchmark.registry import TASKS
 from benchmark.results import latest_runs, read_results
 from benchmark.task import get_task
-from benchmark.grid.twins import base_name, twin_name
+from benchmark.grid.twins import base_name, k_sparse_variants, twin_name
 
 UNCONVERGED = "†"
 BEATS = "✓"
@@ -309,7 +309,7 @@ class Leaderboard:
                             "comparison re-trained at 2x the training length).")
         legend = ("Each task's headline comparison re-trained at 2x the training length (`results-2x.csv`), "
                   "against the same comparison at 1x; these rows enter no other table or figure. A variant whose L0 is "
-                  "its k (topk, batchtopk, matryoshka, mp) is re-trained only at the ks that bracket the headline L0 "
+                  f"its k ({', '.join(k_sparse_variants())}) is re-trained only at the ks that bracket the headline L0 "
                   "(the largest below it, one equal, the smallest above): its reading there needs no other. "
                   "Both budgets are "
                   "read on the seeds the two runs share (the 1x column equals the summary when 2x has every seed), "
