@@ -332,12 +332,24 @@ def load_preset(name_or_path: str, overrides: list[str] | tuple = ()) -> Preset:
 NAMED_ENTRIES = ("datasets", "tasks", "controls")  # --set changes their entries, never adds one on its way
 
 
+def key_path(raw: dict, key: str) -> list[str]:
+    """KEY.PATH's parts. A named entry's name may hold dots (`datasets.correlated-rho0.9.train.lr`):
+    the longest name the preset has is taken, so such an entry can be changed too."""
+    parts = key.split(".")
+    names = raw.get(parts[0]) if parts[0] in NAMED_ENTRIES else None
+    if isinstance(names, dict):
+        for end in range(len(parts) - 1, 2, -1):  # longest first; a single part needs no joining
+            if ".".join(parts[1:end]) in names:
+                return [parts[0], ".".join(parts[1:end]), *parts[end:]]
+    return parts
+
+
 def override(raw: dict, item: str, preset: Preset) -> None:
     """Set `KEY.PATH=VALUE` in the preset's YAML mapping `raw` (VALUE read as YAML: 128, 0.004,
     [3, 6], true). Missing mappings on the way are made (a dataset's first `train` setting),
     except a new dataset, task or control: a misspelt name must not pass for a new, unused one."""
     key, equals, text = item.partition("=")
-    parts = key.split(".")
+    parts = key_path(raw, key)
     if not equals or not all(parts):
         raise UserError(f"--set wants KEY.PATH=VALUE (e.g. datasets.synth.train.batch_size=128), got {item!r}")
     try:
@@ -351,8 +363,11 @@ def override(raw: dict, item: str, preset: Preset) -> None:
             raise UserError(f"--set {item}: preset {preset.name!r} has no {parts[0][:-1]} {part!r}; its {parts[0]}: {known}")
         child = node.get(part)
         if child is None:
-            child = node[part] = {}
+            child = {}
         if not isinstance(child, dict):
             raise UserError(f"--set {item}: {'.'.join(parts[:depth + 1])} is {child!r}, not a mapping")
-        node = child
+        # A copy on the way down: YAML merge keys (<<: *correlated) share nested mappings between
+        # entries, and a change to one dataset's `train` must not reach its siblings'.
+        node[part] = dict(child)
+        node = node[part]
     node[parts[-1]] = value

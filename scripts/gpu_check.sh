@@ -12,13 +12,16 @@
 # must fit one call. The training stream is made on the CPU, one thread per cell, and on a GPU
 # it is what a step waits for, so the variants' stacks run as 7 jobs side by side (JOBS).
 # Outputs under $OUT (or /tmp). Pure-Python packages the device image lacks travel in .gpu_site
-# (scripts/gpu_full_whitened8.sh says how to make it).
+# (scripts/gpu_full_whitened8.sh says how to make it). VARIANTS narrows the paper run's variants
+# and SET passes `--set` changes to it (e.g. PERF_SIZES= VARIANTS="mp jumprelu" for the two the
+# first call left out or uncalibrated).
 set -uo pipefail
 out="${OUT:-/tmp/gpu_check}"; mkdir -p "$out"
 export PYTHONPATH="$PWD/.gpu_site:$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 variants="relu dense topk batchtopk jumprelu matryoshka mp"
+paper_variants="${VARIANTS:-$variants}"
 for size in ${PERF_SIZES-"64 256" "384 384" "48 64"}; do
     set -- $size
     timeout "${PERF_LIMIT:-40}" python3 -m benchmark perf --device cuda --stack 20 --batch 128 \
@@ -30,9 +33,9 @@ done
     --out "$out/perf_paper.csv" 2>&1 | tail -9
 start=$(date +%s)
 timeout "${LIMIT:-380}" python3 -m benchmark run --preset paper --task correlated_recovery \
-    --dataset superposition --variant $variants --seeds 0 --device cuda --jobs "${JOBS:-7}" \
+    --dataset superposition --variant $paper_variants ${SET:+--set $SET} --seeds 0 --device cuda --jobs "${JOBS:-7}" \
     --no-twins --no-budget-check --no-progress --out "$out/paper" 2>&1 | tail -5
-echo "paper superposition (7 stackable variants x 4 settings, controls; seed 0): $(( $(date +%s) - start )) s wall"
+echo "paper superposition ($paper_variants x 4 settings, controls; seed 0${SET:+; $SET}): $(( $(date +%s) - start )) s wall"
 python3 - "$out/paper/results.csv" <<'PY'
 import sys, pandas as pd
 r = pd.read_csv(sys.argv[1])

@@ -174,6 +174,14 @@ def family_of(dataset_name: str) -> str:
     return RHO_IN_NAME.sub("", dataset_name) or dataset_name
 
 
+def highest_rho_dataset(dataset_names: list[str]) -> str:
+    """The highest-rho `correlated` instance (rho read from the name, e.g. correlated-rho0.9),
+    the hardest to recover; else the highest-rho instance of any family; else the first."""
+    with_rho = [n for n in dataset_names if rho_of(n) is not None]
+    correlated = [n for n in with_rho if family_of(n) == "correlated"]
+    return max(correlated or with_rho, key=rho_of) if with_rho else dataset_names[0]
+
+
 @TASKS.register("correlated_recovery")
 class CorrelatedRecovery(Task):
     description = ("Recovery of a known dictionary with correlated atoms (Hungarian-matched "
@@ -188,11 +196,7 @@ class CorrelatedRecovery(Task):
         return None
 
     def headline_dataset(self, dataset_names):
-        """The highest-rho `correlated` instance (rho read from the name, e.g. correlated-rho0.9);
-        else the highest-rho instance of any family; else the first."""
-        with_rho = [n for n in dataset_names if rho_of(n) is not None]
-        correlated = [n for n in with_rho if family_of(n) == "correlated"]
-        return max(correlated or with_rho, key=rho_of) if with_rho else dataset_names[0]
+        return highest_rho_dataset(dataset_names)
 
     def evaluate(self, trained, dataset, config):
         model = trained.model

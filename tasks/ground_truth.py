@@ -29,6 +29,7 @@ from benchmark.registry import TASKS
 from benchmark.task import Task
 
 from tasks._common import encode_all
+from tasks.correlated_recovery import highest_rho_dataset
 
 ROWS = 2048  # test rows scored at once: a dense block of true codes stays small
 
@@ -88,8 +89,9 @@ class GroundTruth(Task):
         return None
 
     def headline_dataset(self, dataset_names):
-        """`synth` (SynthSAEBench's world) where it runs; else the first."""
-        return next((n for n in dataset_names if n.startswith("synth")), dataset_names[0])
+        """`synth` (SynthSAEBench's world) where it runs; else correlated_recovery's headline,
+        the highest-rho known dictionary (`default`, which has no `synth`: correlated-rho0.9)."""
+        return next((n for n in dataset_names if n.startswith("synth")), None) or highest_rho_dataset(dataset_names)
 
     def evaluate(self, trained, dataset, config):
         model = trained.model

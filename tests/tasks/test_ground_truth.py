@@ -86,3 +86,13 @@ def test_equal_to_saelens_eval_sae_on_synthetic_data(tmp_path):
     for name, value in theirs.items():
         assert ours[name] == pytest.approx(value, abs=1e-6), name
     assert 0.0 < ours["gt_f1"] < 1.0 and ours["dead_latents"] < 40  # a non-trivial case
+
+
+def test_the_headline_is_synth_where_it_runs_else_the_highest_rho_known_dictionary():
+    """`default` has no `synth`: its headline is correlated_recovery's, not the first listed."""
+    from benchmark.task import get_task
+
+    task = get_task("ground_truth")
+    assert task.headline_dataset(["correlated-rho0.0", "synth", "correlated-rho0.9"]) == "synth"
+    assert task.headline_dataset(["correlated-rho0.0", "correlated-rho0.9", "correlated-rho0.3"]) == "correlated-rho0.9"
+    assert task.headline_dataset(["tree", "superposition"]) == "tree"
