@@ -43,7 +43,7 @@ TOP_LEVEL_KEYS = {"description", "seeds", "n_latents", "train", "datasets", "tas
                   "cell_timeout", "comparison", "controls", "budget_check", "evaluation"}
 BUDGET_CHECK_KEYS = {"length", "seeds"}
 EVALUATION_KEYS = {"seeds"}
-HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0", "seeds"}
+HARNESS_DATASET_KEYS = {"n_latents", "train", "variants", "l0_targets", "headline_l0", "seeds", "budget_check_seeds"}
 TRAIN_KEYS = {"epochs", "batch_size", "lr", "max_steps", "min_steps", "check_every", "schedule",
               "decay_fraction", "stream"}
 REQUIRED_TRAIN_KEYS = {"batch_size", "lr"}  # and a cap: epochs or max_steps
@@ -92,6 +92,12 @@ class Preset:
     def seeds_for(self, dataset: str) -> list[int]:
         """The dataset's own `seeds` (e.g. more on a task's headline dataset), else the preset's."""
         return list(self.datasets[dataset].get("seeds", self.seeds))
+
+    def budget_check_seeds(self, dataset: str) -> int:
+        """How many of the dataset's seeds its budget check re-trains: its own
+        `budget_check_seeds` (where training is cheap, the paired test at 2x on every seed), else
+        the preset's `budget_check: {seeds}`."""
+        return int(self.datasets[dataset].get("budget_check_seeds", (self.budget_check or {}).get("seeds", 1)))
 
     def n_latents_for(self, dataset: str) -> int:
         return int(self.datasets[dataset].get("n_latents", self.n_latents))
@@ -249,6 +255,9 @@ def parse_preset(text: str, name: str, source: str) -> Preset:
         dataset_seeds = entry.get("seeds", seeds)
         if not isinstance(dataset_seeds, list) or not dataset_seeds or not all(isinstance(s, int) for s in dataset_seeds):
             _fail(source, f"dataset {dataset!r} 'seeds' must be a non-empty list of integers")
+        check_seeds = entry.get("budget_check_seeds", 1)
+        if not isinstance(check_seeds, int) or isinstance(check_seeds, bool) or check_seeds < 1:
+            _fail(source, f"dataset {dataset!r} 'budget_check_seeds' must be a positive integer")
         for variant, overrides in (entry.get("variants", {}) or {}).items():
             _check_variant_entry(source, f"dataset {dataset!r} variant {variant!r}", variant, overrides or {})
     for variant, hparams in variants.items():

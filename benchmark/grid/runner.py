@@ -642,7 +642,7 @@ def budget_check_options(options: RunOptions) -> RunOptions | None:
         return None
     # A task that compares seeds (stability) needs two of them at 2x: their one pair.
     compared = {headline[t] for t in tasks if get_task(t).across_seeds}
-    count = {name: max(preset.budget_check["seeds"], 2 if name in compared else 1) for name in preset.datasets}
+    count = {name: max(preset.budget_check_seeds(name), 2 if name in compared else 1) for name in preset.datasets}
     narrowed = dataclasses.replace(preset, tasks={t: dict(preset.tasks[t], datasets=[headline[t]]) for t in tasks},
                                    datasets={name: dict(entry, seeds=(options.seeds or preset.seeds_for(name))
                                                         [: count[name]],

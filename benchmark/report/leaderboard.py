@@ -231,15 +231,18 @@ class Leaderboard:
         if self._budget_checks is None:
             self._budget_checks = {
                 task.name: budget_check.check_headline(self.results, self.budget_results, task.name, dataset,
-                                                       task.headline, target, higher, self.budget_seeds(),
+                                                       task.headline, target, higher, self.budget_seeds(dataset),
                                                        task.across_seeds)
                 for task, dataset, target, higher, _ in self.headlines()}
         return self._budget_checks
 
-    def budget_seeds(self) -> int | None:
-        """How many seeds the preset re-trains at 2x (None: no preset, or no check in it)."""
-        budget = None if self.preset is None else self.preset.budget_check
-        return None if budget is None else int(budget["seeds"])
+    def budget_seeds(self, dataset: str) -> int | None:
+        """How many of `dataset`'s seeds the preset re-trains at 2x (None: no preset, or no check
+        in it)."""
+        if self.preset is None or self.preset.budget_check is None:
+            return None
+        return self.preset.budget_check_seeds(dataset) if dataset in self.preset.datasets else int(
+            self.preset.budget_check["seeds"])
 
     def budget_note(self, task: str) -> str:
         check = self.budget_checks().get(task)

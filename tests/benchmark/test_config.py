@@ -41,6 +41,7 @@ def test_set_reaches_a_dataset_whose_name_holds_dots():
     ("datasets.minilm.train.batch_size=0", "dataset 'minilm' train 'batch_size' must be a positive integer, got 0"),
     ("datasets.minilm.train.batchsize=64", "dataset 'minilm' 'train' must be a mapping with keys among"),
     ("variants.relu.l1_coef=0.1", "unknown hyperparameter(s) ['l1_coef'] of relu"),
+    ("datasets.minilm.budget_check_seeds=0", "dataset 'minilm' 'budget_check_seeds' must be a positive integer"),
 ])
 def test_a_bad_set_is_one_clear_error(item, message):
     with pytest.raises(UserError) as caught:

@@ -222,5 +222,7 @@ def test_the_budget_check_keeps_every_penalty_setting_and_a_variants_own_entry()
     assert narrowed.train_settings("mp", "prompts") == preset.train_settings("mp", "prompts")
     assert narrowed.sweep("topk", "minilm") == [{"k": 12}, {"k": 24}]
     assert narrowed.sweep("relu", "minilm") == preset.sweep("relu", "minilm")
+    assert narrowed.seeds_for("correlated-rho0.9") == [0, 1, 2, 3, 4]  # its own budget_check_seeds: 5
+    assert narrowed.seeds_for("prompts") == [0] and narrowed.seeds_for("minilm") == [0, 1]  # stability's pair
     assert narrowed.settings("batchtopk", "correlated-rho0.9") == {  # headline L0 4 lies between k 3 and k 6
         label: s for label, s in preset.settings("batchtopk", "correlated-rho0.9").items() if label in ("k=3", "k=6")}
