@@ -96,8 +96,9 @@ class Preset:
     def budget_check_seeds(self, dataset: str) -> int:
         """How many of the dataset's seeds its budget check re-trains: its own
         `budget_check_seeds` (where training is cheap, the paired test at 2x on every seed), else
-        the preset's `budget_check: {seeds}`."""
-        return int(self.datasets[dataset].get("budget_check_seeds", (self.budget_check or {}).get("seeds", 1)))
+        the preset's `budget_check: {seeds}` (also for a dataset the preset does not have)."""
+        own = self.datasets.get(dataset, {}).get("budget_check_seeds")
+        return int(own if own is not None else (self.budget_check or {}).get("seeds", 1))
 
     def n_latents_for(self, dataset: str) -> int:
         return int(self.datasets[dataset].get("n_latents", self.n_latents))

@@ -70,7 +70,7 @@ def run_preset(preset: str, out: str | None = None) -> tuple[float, float, int]:
 def reference_slowdown(repeats: int = 15) -> tuple[float, dict[str, float]]:
     """(geometric mean of this machine's step time over the reference's, each variant's step in
     ms): the best of `repeats` timed steps of REFERENCE_STEP_MS's variants at its sizes."""
-    import math
+    from statistics import geometric_mean
 
     import torch
 
@@ -86,8 +86,7 @@ def reference_slowdown(repeats: int = 15) -> tuple[float, dict[str, float]]:
         step = step_runner(build_variant(name, (192,), 256, cpu), x)
         step()  # warm-up: Adam state, allocator
         steps_ms[name] = 1e3 * min(timed(step, cpu) for _ in range(repeats))
-    ratios = [steps_ms[name] / ref for name, ref in REFERENCE_STEP_MS.items()]
-    return math.exp(sum(map(math.log, ratios)) / len(ratios)), steps_ms
+    return geometric_mean(steps_ms[name] / ref for name, ref in REFERENCE_STEP_MS.items()), steps_ms
 
 
 def print_slowdown(when: str) -> float:

@@ -241,8 +241,7 @@ class Leaderboard:
         in it)."""
         if self.preset is None or self.preset.budget_check is None:
             return None
-        return self.preset.budget_check_seeds(dataset) if dataset in self.preset.datasets else int(
-            self.preset.budget_check["seeds"])
+        return self.preset.budget_check_seeds(dataset)
 
     def budget_note(self, task: str) -> str:
         check = self.budget_checks().get(task)
